@@ -1,0 +1,1 @@
+"""Diffusion process: the continuous-time cosine schedule and the samplers."""

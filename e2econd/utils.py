@@ -1,0 +1,90 @@
+"""Small shared helpers: provenance records and atomic writes.
+
+Every output file of e2econd carries ``provenance(config)`` so that it says which code,
+versions and options made it. Files and directories are written under a temporary sibling
+name and renamed into place only on success, so a failure never leaves partial output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from e2econd._version import __version__
+
+
+def provenance(config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Versions, backend, time and command line that produced an output, plus its config."""
+    record: dict[str, Any] = {
+        "e2econd": __version__,
+        "python": platform.python_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "argv": list(sys.argv),
+    }
+    for mod in ("torch", "numpy", "pyarrow", "h5py"):
+        m = sys.modules.get(mod)
+        if m is None:
+            with contextlib.suppress(Exception):
+                m = __import__(mod)
+        if m is not None:
+            record[mod] = getattr(m, "__version__", "unknown")
+    if "torch" in sys.modules:
+        with contextlib.suppress(Exception):
+            from e2econd.ops import backend
+
+            record["backend"] = backend()
+    if config is not None:
+        record["config"] = config
+    return record
+
+
+def provenance_json(config: dict[str, Any] | None = None) -> str:
+    return json.dumps(provenance(config), sort_keys=True, default=str)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it to ``path`` on success, delete it on error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory; move it to ``path`` on success, remove it on error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path}: output directory exists (use --overwrite)")
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

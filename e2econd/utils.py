@@ -21,14 +21,19 @@ from typing import Any, Iterator
 from e2econd._version import __version__
 
 
-def provenance(config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Versions, backend, time and command line that produced an output, plus its config."""
+def provenance(config: dict[str, Any] | None = None, timestamp: bool = True) -> dict[str, Any]:
+    """Versions, backend, time and command line that produced an output, plus its config.
+
+    ``timestamp=False`` leaves out the creation time, so that outputs made with the same
+    options are byte-identical (reproducible sampling).
+    """
     record: dict[str, Any] = {
         "e2econd": __version__,
         "python": platform.python_version(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "argv": list(sys.argv),
     }
+    if timestamp:
+        record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     for mod in ("torch", "numpy", "pyarrow", "h5py"):
         m = sys.modules.get(mod)
         if m is None:
@@ -46,8 +51,8 @@ def provenance(config: dict[str, Any] | None = None) -> dict[str, Any]:
     return record
 
 
-def provenance_json(config: dict[str, Any] | None = None) -> str:
-    return json.dumps(provenance(config), sort_keys=True, default=str)
+def provenance_json(config: dict[str, Any] | None = None, timestamp: bool = True) -> str:
+    return json.dumps(provenance(config, timestamp), sort_keys=True, default=str)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,266 @@
+"""Masked multi-head attention over variable-size hit sets (Kernel 2).
+
+``softmax(Q Kᵀ · scale) V`` restricted to each jet's own hits, in two layouts:
+
+* padded ``(B, H, N, D)`` with per-jet ``lengths`` (B,): keys and queries at positions
+  ``>= lengths[b]`` are ignored and their outputs (and gradients) are exactly zero;
+* packed ``(total, H, D)`` with ``cu_seqlens`` int32 (B+1,): jet ``b`` owns tokens
+  ``cu_seqlens[b]:cu_seqlens[b+1]``; ``max_seqlen`` must be >= the longest jet.
+
+An empty jet (length 0) gives zeros, never NaN. ``scale`` defaults to ``1/sqrt(D)``.
+Lengths above ``N`` are clamped to ``N`` and negative lengths count as 0.
+
+Dispatch: the compiled ``torch.ops.e2econd.*_attention_fwd/bwd`` kernels (CPU: float32 and
+float64; CUDA: float32, bfloat16, float16 with D <= 64) when the extension provides them for the
+input's device, otherwise the pure-PyTorch references below, which are also the test oracle.
+The kernel path is differentiable through ``torch.library.register_autograd`` (the backward
+recomputes the attention matrix from the saved per-query log-sum-exp) and traceable by
+``torch.compile(fullgraph=True)`` through the fake kernels registered here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from e2econd.ops._extension import LOADED, use_extension
+
+__all__ = [
+    "masked_attention",
+    "masked_attention_reference",
+    "packed_attention",
+    "packed_attention_reference",
+]
+
+# Budget for the reference's (chunk, H, N, N) score tensor, in elements (float32: 4 bytes each).
+_REF_SCORE_BUDGET = 1 << 26
+
+_CPU_DTYPES = (torch.float32, torch.float64)
+_CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_CUDA_MAX_D = 64
+
+
+def _default_scale(d: int, scale: float | None) -> float:
+    return 1.0 / math.sqrt(d) if scale is None else float(scale)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor) -> None:
+    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(
+            f"masked_attention: q, k, v must all be (B, H, N, D); got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if lengths.dim() != 1 or lengths.shape[0] != q.shape[0]:
+        raise ValueError(f"masked_attention: lengths must be (B,) = ({q.shape[0]},); got {tuple(lengths.shape)}")
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise ValueError(f"masked_attention: lengths must be an integer tensor; got {lengths.dtype}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"masked_attention: q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
+
+
+def _check_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
+    if q.dim() != 3 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(
+            f"packed_attention: q, k, v must all be (total, H, D); got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 1:
+        raise ValueError(f"packed_attention: cu_seqlens must be (B+1,); got {tuple(cu_seqlens.shape)}")
+    if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype == torch.bool:
+        raise ValueError(f"packed_attention: cu_seqlens must be an integer tensor; got {cu_seqlens.dtype}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"packed_attention: q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
+
+
+# --------------------------------------------------------------------------------------------
+# Pure-PyTorch references (fallback and test oracle)
+# --------------------------------------------------------------------------------------------
+def masked_attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, scale: float | None = None
+) -> torch.Tensor:
+    """Padded attention by explicit masked matmul-softmax, accumulated in float32 (float64 for float64).
+
+    Inputs beyond each jet's length are zeroed first (so garbage or NaN padding cannot leak in),
+    masked keys get -inf scores, rows of empty jets are set to a constant (their values are zero,
+    so the output is 0 and every gradient finite), and outputs beyond the length are zeroed.
+    Processed in batch chunks so the (chunk, H, N, N) score tensor stays within ~256 MB.
+    """
+    _check_padded(q, k, v, lengths)
+    B, H, N, D = q.shape
+    scale = _default_scale(D, scale)
+    acc = _acc_dtype(q.dtype)
+    lengths = lengths.to(device=q.device, dtype=torch.long).clamp(0, N)
+    valid = torch.arange(N, device=q.device)[None, :] < lengths[:, None]  # (B, N)
+    chunk = max(1, _REF_SCORE_BUDGET // max(1, H * N * N))
+    outs = []
+    for b0 in range(0, B, chunk):
+        sl = slice(b0, b0 + chunk)
+        tok = valid[sl][:, None, :, None]  # (b, 1, N, 1) query / value rows
+        key = valid[sl][:, None, None, :]  # (b, 1, 1, N) key columns
+        empty = (lengths[sl] == 0)[:, None, None, None]
+        qf = torch.where(tok, q[sl].to(acc), 0.0)
+        kf = torch.where(tok, k[sl].to(acc), 0.0)
+        vf = torch.where(tok, v[sl].to(acc), 0.0)
+        s = torch.matmul(qf, kf.transpose(-1, -2)) * scale
+        s = s.masked_fill(~key, float("-inf")).masked_fill(empty, 0.0)
+        p = torch.softmax(s, dim=-1)
+        o = torch.where(tok, torch.matmul(p, vf), 0.0)
+        outs.append(o.to(q.dtype))
+    if not outs:  # B == 0: nothing to attend to (kept differentiable)
+        return torch.where(torch.zeros((), dtype=torch.bool, device=q.device), q + k + v, 0.0)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+
+def _packed_index(cu_seqlens: torch.Tensor, total: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(jet index, position in jet) of every packed token, without a host sync."""
+    cu = cu_seqlens.to(device=device, dtype=torch.long)
+    tok = torch.arange(total, device=device)
+    jet = torch.searchsorted(cu[1:], tok, right=True).clamp_max(max(cu.shape[0] - 2, 0))
+    return jet, tok - cu[jet]
+
+
+def packed_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Packed attention by scattering to (B, H, max_seqlen, D), the padded reference, and gathering back."""
+    _check_packed(q, k, v, cu_seqlens)
+    total, H, D = q.shape
+    B = cu_seqlens.shape[0] - 1
+    scale = _default_scale(D, scale)
+    if total == 0 or B == 0:  # no hits or no jets: zeros, kept differentiable
+        return torch.where(torch.zeros((), dtype=torch.bool, device=q.device), q + k + v, 0.0)
+    max_seqlen = int(max_seqlen)
+    jet, pos = _packed_index(cu_seqlens, total, q.device)
+    cu = cu_seqlens.to(device=q.device, dtype=torch.long)
+    lengths = cu[1:] - cu[:-1]
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros((B, max_seqlen, H, D))
+        out = out.index_put((jet, pos), x)
+        return out.transpose(1, 2)
+
+    out = masked_attention_reference(pad(q), pad(k), pad(v), lengths, scale)  # (B, H, max, D)
+    return out.transpose(1, 2)[jet, pos]
+
+
+# --------------------------------------------------------------------------------------------
+# Compiled kernels: fake kernels and autograd (registered only when the extension is loaded)
+# --------------------------------------------------------------------------------------------
+def _registered(name: str) -> bool:
+    return LOADED and hasattr(torch.ops.e2econd, name)
+
+
+if _registered("masked_attention_fwd"):
+
+    @torch.library.register_fake("e2econd::masked_attention_fwd")
+    def _masked_fwd_fake(q, k, v, lengths, scale):
+        B, H, N, D = q.shape
+        return q.new_empty((B, H, N, D)), q.new_empty((B, H, N), dtype=_acc_dtype(q.dtype))
+
+    @torch.library.register_fake("e2econd::masked_attention_bwd")
+    def _masked_bwd_fake(grad_out, q, k, v, out, lse, lengths, scale):
+        return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+    @torch.library.register_fake("e2econd::packed_attention_fwd")
+    def _packed_fwd_fake(q, k, v, cu_seqlens, max_seqlen, scale):
+        total, H, D = q.shape
+        return q.new_empty((total, H, D)), q.new_empty((H, total), dtype=_acc_dtype(q.dtype))
+
+    @torch.library.register_fake("e2econd::packed_attention_bwd")
+    def _packed_bwd_fake(grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
+        return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+    def _masked_setup(ctx, inputs, output):
+        q, k, v, lengths, scale = inputs
+        out, lse = output
+        ctx.save_for_backward(q, k, v, out, lse, lengths)
+        ctx.scale = scale
+
+    def _masked_backward(ctx, grad_out, grad_lse):
+        # grad_lse is ignored: lse is an auxiliary output kept for the backward pass only.
+        q, k, v, out, lse, lengths = ctx.saved_tensors
+        dq, dk, dv = torch.ops.e2econd.masked_attention_bwd(grad_out, q, k, v, out, lse, lengths, ctx.scale)
+        return dq, dk, dv, None, None
+
+    def _packed_setup(ctx, inputs, output):
+        q, k, v, cu_seqlens, max_seqlen, scale = inputs
+        out, lse = output
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens)
+        ctx.max_seqlen = max_seqlen
+        ctx.scale = scale
+
+    def _packed_backward(ctx, grad_out, grad_lse):
+        q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
+        dq, dk, dv = torch.ops.e2econd.packed_attention_bwd(
+            grad_out, q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, ctx.scale)
+        return dq, dk, dv, None, None, None
+
+    torch.library.register_autograd(
+        "e2econd::masked_attention_fwd", _masked_backward, setup_context=_masked_setup)
+    torch.library.register_autograd(
+        "e2econd::packed_attention_fwd", _packed_backward, setup_context=_packed_setup)
+
+
+@torch.compiler.assume_constant_result
+def _kernel_ok_static(op: str, device_type: str, dtype: torch.dtype, head_dim: int) -> bool:
+    # Evaluated eagerly even under torch.compile (the dispatcher query is not traceable);
+    # the answer is constant for a given op, device type, dtype and head dim.
+    if not use_extension(op, torch.device(device_type)):
+        return False
+    if device_type == "cuda":
+        return dtype in _CUDA_DTYPES and head_dim <= _CUDA_MAX_D
+    return dtype in _CPU_DTYPES
+
+
+def _kernel_ok(op: str, q: torch.Tensor) -> bool:
+    return _kernel_ok_static(op, q.device.type, q.dtype, int(q.shape[-1]))
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+def masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, scale: float | None = None
+) -> torch.Tensor:
+    """Attention of padded (B, H, N, D) q, k, v within each jet's first ``lengths[b]`` hits.
+
+    Returns (B, H, N, D) in q's dtype; rows at positions >= lengths[b] are exactly zero.
+    Differentiable w.r.t. q, k, v (gradients at padded positions are exactly zero).
+    """
+    _check_padded(q, k, v, lengths)
+    scale = _default_scale(q.shape[-1], scale)
+    if _kernel_ok("masked_attention_fwd", q):
+        lengths = lengths.to(device=q.device, dtype=torch.int32)
+        out, _ = torch.ops.e2econd.masked_attention_fwd(q, k, v, lengths, scale)
+        return out
+    return masked_attention_reference(q, k, v, lengths, scale)
+
+
+def packed_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Attention of packed (total, H, D) q, k, v within each jet ``cu_seqlens[b]:cu_seqlens[b+1]``.
+
+    ``cu_seqlens`` int32 (B+1,) starts at 0 and ends at ``total``; ``max_seqlen`` (int) must be at
+    least the longest jet. Returns (total, H, D) in q's dtype; differentiable w.r.t. q, k, v.
+    """
+    _check_packed(q, k, v, cu_seqlens)
+    scale = _default_scale(q.shape[-1], scale)
+    if _kernel_ok("packed_attention_fwd", q):
+        cu_seqlens = cu_seqlens.to(device=q.device, dtype=torch.int32)
+        out, _ = torch.ops.e2econd.packed_attention_fwd(q, k, v, cu_seqlens, int(max_seqlen), scale)
+        return out
+    return packed_attention_reference(q, k, v, cu_seqlens, max_seqlen, scale)

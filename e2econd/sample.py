@@ -1,0 +1,374 @@
+"""Conditional generation of E2E jets from a trained run: ``e2econd sample``.
+
+Pipeline per chunk of jets: resolve the conditions (pt, m0, y) -> standardise them -> draw the
+hit count of every channel from the learned multiplicity model -> sort jets by multiplicity and
+cut them into batches (packed layout: no compute on padding) -> integrate the reverse diffusion
+with the chosen sampler (fused update op + masked attention op) -> undo the feature transforms
+-> snap hits to the crystal / tower grid (hits on one cell summed) -> images -> E2E file.
+
+Conditions that are not given are not invented: with ``--pt`` but no ``--mass`` (or no
+``--label``) the missing values are drawn, jet by jet, from the *training* jets closest to the
+given ones (k nearest neighbours in standardised log pt / log m0 within the given label), i.e.
+from the training distribution conditional on what was requested. The values used are written
+into the output's ``pt``, ``m0`` and ``y`` columns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from e2econd.data.geometry import CHANNELS
+from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, make_plan, run_plan
+from e2econd.errors import E2EInputError
+
+MAX_HITS_PER_JET = 4000  # safety cap on sampled multiplicities (real three-channel top jets: < 2,000)
+
+
+@dataclass
+class SampleOptions:
+    """Everything that decides the generated jets (written into the output's provenance)."""
+
+    n: int | None = None
+    pt: float | None = None
+    mass: float | None = None
+    label: int | None = None
+    conditions_from: str | None = None
+    channels: list[str] | None = None  # output channels (default: all channels of the model)
+    sampler: str = "dpmpp2m"
+    steps: int | None = None
+    eta: float = 0.0  # DDIM stochasticity
+    guidance: float = 1.0  # classifier-free guidance: v = v_uncond + w (v_cond - v_uncond); 1 = none
+    seed: int = 0
+    batch_size: int = 256  # jets per model call
+    chunk_size: int = 4096  # jets per written chunk (bounded memory)
+    device: str | None = None
+    clip: float = 0.0  # clamp |x0_hat| in standardised units (0 = off)
+    knn: int = 32  # neighbours for drawing missing conditions
+
+    def resolved_steps(self) -> int:
+        return DEFAULT_STEPS[self.sampler] if self.steps is None else int(self.steps)
+
+
+@dataclass
+class Timing:
+    """Wall time split: network evaluations, fused updates, everything else (conditions, snapping, I/O)."""
+
+    network_s: float = 0.0
+    update_s: float = 0.0
+    total_s: float = 0.0
+    jets: int = 0
+    hits: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["other_s"] = max(self.total_s - self.network_s - self.update_s, 0.0)
+        d["jets_per_s"] = self.jets / self.total_s if self.total_s > 0 else float("nan")
+        return d
+
+
+# ------------------------------------------------------------------------------------ conditions
+def _seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (seed, rank, chunk, batch) — reproducible and independent."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def check_conditions(cond_table: dict, pt: float | None, mass: float | None, label: int | None) -> None:
+    """Refuse conditions the model never saw (one-line E2EInputError) before any work starts."""
+    pts, m0s = np.asarray(cond_table["pt"], float), np.asarray(cond_table["m0"], float)
+    labels = sorted({int(v) for v in np.unique(cond_table["y"])})
+    if pt is not None:
+        lo, hi = float(pts.min()), float(pts.max())
+        if not math.isfinite(pt) or pt <= 0:
+            raise E2EInputError(f"--pt {pt:g}: jet pt must be a positive number of GeV", key="pt")
+        if pt < 0.8 * lo or pt > 1.25 * hi:
+            raise E2EInputError(f"--pt {pt:g} GeV is outside the training range [{lo:.0f}, {hi:.0f}] GeV "
+                                "(+-20% allowed)", key="pt")
+    if mass is not None:
+        lo, hi = float(m0s.min()), float(m0s.max())
+        if not math.isfinite(mass) or mass < 0:
+            raise E2EInputError(f"--mass {mass:g}: jet mass must be >= 0 GeV", key="mass")
+        if mass < 0.8 * lo - 1.0 or mass > 1.25 * hi:
+            raise E2EInputError(f"--mass {mass:g} GeV is outside the training range [{lo:.0f}, {hi:.0f}] GeV",
+                                key="mass")
+    if label is not None and int(label) not in labels:
+        raise E2EInputError(f"--label {label}: the model was trained on labels {labels} only", key="label")
+
+
+def draw_conditions(cond_table: dict, n: int, pt: float | None, mass: float | None, label: int | None,
+                    seed: int, knn: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pt, m0, y) for n jets: given values are used as they are; missing ones are drawn from the
+    training jets nearest to the given ones (k-NN in standardised log pt, log(m0 + 1))."""
+    rng = np.random.default_rng(seed)
+    tp = np.asarray(cond_table["pt"], np.float64)
+    tm = np.asarray(cond_table["m0"], np.float64)
+    ty = np.asarray(cond_table["y"]).astype(np.int64)
+    rows = np.arange(tp.size)
+    if label is not None:
+        rows = rows[ty == int(label)]
+    if pt is None and mass is None:
+        pick = rng.choice(rows, size=n, replace=True)
+    else:
+        u = np.stack([np.log(tp[rows]), np.log(tm[rows] + 1.0)], 1)
+        mu, sd = u.mean(0), u.std(0) + 1e-12
+        d = np.zeros(rows.size)
+        if pt is not None:
+            d += ((np.log(pt) - mu[0]) / sd[0] - (u[:, 0] - mu[0]) / sd[0]) ** 2
+        if mass is not None:
+            d += ((np.log(mass + 1.0) - mu[1]) / sd[1] - (u[:, 1] - mu[1]) / sd[1]) ** 2
+        k = int(min(max(knn, 1), rows.size))
+        nearest = rows[np.argpartition(d, k - 1)[:k]]
+        pick = rng.choice(nearest, size=n, replace=True)
+    out_pt = np.full(n, pt, np.float64) if pt is not None else tp[pick]
+    out_m0 = np.full(n, mass, np.float64) if mass is not None else tm[pick]
+    out_y = np.full(n, int(label), np.int64) if label is not None else ty[pick]
+    return out_pt, out_m0, out_y
+
+
+def conditions_from(source: str | os.PathLike, n: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pt, m0, y) jet by jet from a hit directory (its test split) or an E2E file; the first n
+    (cycled if n exceeds the source)."""
+    src = Path(source)
+    if src.is_dir():
+        import pyarrow.parquet as pq
+
+        split = src / "test.parquet"
+        if not split.exists():
+            raise E2EInputError("not a hit directory with a test split (test.parquet missing)", path=src)
+        t = pq.read_table(split, columns=["pt", "m0", "y"])
+        pt, m0, y = (t.column(c).to_numpy().astype(np.float64) for c in ("pt", "m0", "y"))
+    elif src.is_file():
+        from e2econd.data.e2e_io import iter_e2e
+
+        cols = [(c.pt, c.m0, c.y) for c in iter_e2e(src, 512)]
+        pt, m0, y = (np.concatenate(v) if v else np.zeros(0) for v in zip(*cols)) if cols else (np.zeros(0),) * 3
+    else:
+        raise E2EInputError("no such file or directory", path=src)
+    if pt.size == 0:
+        raise E2EInputError("holds no jets to take conditions from", path=src)
+    if n is not None:
+        idx = np.arange(n) % pt.size
+        pt, m0, y = pt[idx], m0[idx], y[idx]
+    return pt, m0, np.asarray(y).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------ generation
+class Generator:
+    """A loaded run plus sampling options: turns condition arrays into images, chunk by chunk."""
+
+    def __init__(self, run, opts: SampleOptions, rank: int = 0):
+        self.run, self.opts, self.rank = run, opts, rank
+        self.device = next(run.model.parameters()).device
+        if opts.sampler not in SAMPLERS:
+            raise E2EInputError(f"unknown sampler '{opts.sampler}' (choose from {', '.join(SAMPLERS)})",
+                                key="sampler")
+        try:
+            self.plan = make_plan(opts.sampler, opts.steps, eta=opts.eta, schedule=run.schedule)
+        except ValueError as exc:
+            raise E2EInputError(str(exc), key="steps") from None
+        model_channels = [CHANNELS.index(c) for c in run.channels]
+        wanted = opts.channels or list(run.channels)
+        missing = [c for c in wanted if c not in run.channels]
+        if missing:
+            raise E2EInputError(f"--channels {','.join(wanted)}: the model was trained on {','.join(run.channels)} "
+                                f"only (cannot generate {','.join(missing)})", key="channels")
+        self.model_channels = model_channels
+        self.out_channels = [CHANNELS.index(c) for c in wanted]
+        self.timing = Timing()
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _denoiser(self, channel, cu, max_len, cond, n_jets) -> Callable:
+        model, w = self.run.model, self.opts.guidance
+        if w != 1.0:  # classifier-free guidance: one call on [cond; null] stacked along the jets
+            cu2 = torch.cat([cu, cu[1:] + cu[-1]])
+            ch2 = torch.cat([channel, channel])
+            cond2 = {k: torch.cat([v, v]) for k, v in cond.items()}
+            drop = torch.zeros(2 * n_jets, dtype=torch.bool, device=self.device)
+            drop[n_jets:] = True
+
+        def denoise(x, t):
+            self._sync()
+            t0 = time.perf_counter()
+            if w == 1.0:
+                tt = torch.full((n_jets,), t, device=self.device)
+                v = model.forward_packed(x, channel, cu, tt, cond, None, max_seqlen=max_len)
+            else:
+                tt = torch.full((2 * n_jets,), t, device=self.device)
+                vv = model.forward_packed(torch.cat([x, x]), ch2, cu2, tt, cond2, drop, max_seqlen=max_len)
+                vc, vu = vv[: x.shape[0]], vv[x.shape[0]:]
+                v = vu + w * (vc - vu)
+            self._sync()
+            self.timing.network_s += time.perf_counter() - t0
+            return v
+
+        return denoise
+
+    @torch.no_grad()
+    def generate(self, pt: np.ndarray, m0: np.ndarray, y: np.ndarray, chunk_index: int) -> np.ndarray:
+        """Images float32 (n, 3, 125, 125) for the conditions of one chunk (jets in the given order)."""
+        from e2econd.data.hits import batch_hits_to_images, snap_batch
+
+        opts, run, dev = self.opts, self.run, self.device
+        n = pt.size
+        images = np.zeros((n, 3, 125, 125), np.float32)
+        if n == 0:
+            return images
+        gen = torch.Generator(device="cpu").manual_seed(_seed(opts.seed, self.rank, chunk_index, 0))
+        ct = run.transforms.condition.forward(pt.astype(np.float64), m0.astype(np.float64)).astype(np.float32)
+        ct = torch.from_numpy(ct)
+        yt = torch.from_numpy(np.asarray(y, np.int64))
+        counts = run.multiplicity.sample(ct[:, 0], ct[:, 1], yt, generator=gen).cpu()
+        counts = counts.clamp_max(MAX_HITS_PER_JET)
+        total = counts.sum(1)
+        order = torch.argsort(total, stable=True).numpy()  # batches of similar multiplicity
+        bs = max(int(opts.batch_size), 1)
+        for b, start in enumerate(range(0, n, bs)):
+            idx = order[start:start + bs]
+            self._generate_batch(idx, counts[idx], ct[idx], yt[idx], images, chunk_index, b,
+                                 snap_batch, batch_hits_to_images)
+        keep = np.zeros(3, bool)
+        keep[self.out_channels] = True
+        images[:, ~keep] = 0.0
+        self.timing.jets += n
+        return images
+
+    def _generate_batch(self, idx, counts, ct, yt, images, chunk_index, b, snap_batch, to_images):
+        opts, run, dev = self.opts, self.run, self.device
+        B = idx.size
+        lengths = counts.sum(1)
+        tot = int(lengths.sum())
+        self.timing.hits += tot
+        cu = torch.zeros(B + 1, dtype=torch.int32)
+        cu[1:] = torch.cumsum(lengths, 0)
+        # channel of every hit: jet-major, then tracks, ecal, hcal
+        channel = torch.repeat_interleave(torch.arange(3).repeat(B), counts.reshape(-1))
+        seed = _seed(opts.seed, self.rank, chunk_index, b + 1)
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        x = torch.randn(tot, 3, generator=gen, device=dev)
+        channel_d, cu_d = channel.to(dev), cu.to(dev)
+        cond = {"pt": ct[:, 0].to(dev), "m0": ct[:, 1].to(dev), "y": yt.to(dev)}
+        max_len = int(lengths.max()) if B else 0
+        denoise = self._denoiser(channel_d, cu_d, max_len, cond, B)
+        t0 = time.perf_counter()
+        net0 = self.timing.network_s
+        x = run_plan(denoise, x, self.plan, mask=None, seed=seed & 0x7FFFFFFF, clip=opts.clip)
+        self._sync()
+        self.timing.update_s += (time.perf_counter() - t0) - (self.timing.network_s - net0)
+        feats = run.transforms.inverse(x.float(), channel_d).cpu().numpy().astype(np.float64)
+        ch = channel.numpy()
+        hits = []
+        for c in range(3):
+            sel = ch == c
+            offsets = np.zeros(B + 1, np.int64)
+            offsets[1:] = np.cumsum(counts[:, c].numpy())
+            f = feats[sel]
+            e = f[:, 2]
+            if c != CHANNELS.index("ecal"):  # tracks and HCAL carry no negative values
+                e = np.where(e > 0, e, np.nan)  # NaN energies are dropped by snap_batch
+            hits.append(snap_batch(c, f[:, 0], f[:, 1], e, offsets))
+        images[idx] = to_images(hits)
+
+
+# ------------------------------------------------------------------------------------- command
+def _shard_path(out: Path, rank: int, world: int) -> Path:
+    if world == 1:
+        return out
+    return out.with_name(f"{out.stem}.rank{rank:03d}-of-{world:03d}{out.suffix}")
+
+
+def sample_to_file(run_dir: str | os.PathLike, out: str | os.PathLike, opts: SampleOptions,
+                   progress: bool | None = None) -> dict:
+    """Generate ``opts.n`` jets with the run in ``run_dir`` and write them as an E2E file.
+
+    Under torchrun (WORLD_SIZE > 1) each rank generates its share of the jets with its own seed
+    stream and writes ``OUT.rankRRR-of-WWW.ext``; rank 0 also writes ``OUT.manifest.json``.
+    Returns a summary with the timing split (network, update, other).
+    """
+    from tqdm import tqdm
+
+    from e2econd.data.e2e_io import E2EWriter
+    from e2econd.train import load_run, resolve_device
+    from e2econd.utils import provenance, write_json_atomic
+
+    out = Path(out)
+    if out.suffix.lower() not in (".parquet", ".pq", ".h5", ".hdf5"):
+        raise E2EInputError("output must end in .parquet or .h5", path=out)
+    if opts.n is not None and opts.n < 0:
+        raise E2EInputError(f"--n {opts.n}: must be >= 0", key="n")
+    if opts.guidance < 0 or not math.isfinite(opts.guidance):
+        raise E2EInputError(f"--guidance {opts.guidance}: must be a finite number >= 0", key="guidance")
+    if opts.batch_size < 1 or opts.chunk_size < 1:
+        raise E2EInputError("--batch-size and the chunk size must be >= 1", key="batch_size")
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    run_path = Path(run_dir)
+    if not (run_path / "checkpoints" / "last.pt").exists() and run_path.suffix != ".pt":
+        raise E2EInputError("no checkpoint found (expected checkpoints/last.pt; train first)", path=run_path)
+    if opts.conditions_from is not None and any(v is not None for v in (opts.pt, opts.mass, opts.label)):
+        raise E2EInputError("give either --conditions-from or fixed --pt/--mass/--label, not both", key="conditions")
+    device = resolve_device(opts.device, local_rank)
+    if opts.sampler not in SAMPLERS:
+        raise E2EInputError(f"unknown sampler '{opts.sampler}' (choose from {', '.join(SAMPLERS)})", key="sampler")
+    run = load_run(run_path, device)
+    if opts.conditions_from is not None:
+        pt, m0, y = conditions_from(opts.conditions_from, opts.n)
+        labels = {int(v) for v in np.unique(run.cond_table["y"])}
+        bad = sorted({int(v) for v in np.unique(y)} - labels)
+        if bad:
+            raise E2EInputError(f"labels {bad} were never seen in training (seen: {sorted(labels)})",
+                                path=opts.conditions_from, key="y")
+    else:
+        check_conditions(run.cond_table, opts.pt, opts.mass, opts.label)
+        n = 10000 if opts.n is None else opts.n
+        pt, m0, y = draw_conditions(run.cond_table, n, opts.pt, opts.mass, opts.label,
+                                    seed=_seed(opts.seed, 0xC0D), knn=opts.knn)
+    gen = Generator(run, opts)  # validates sampler, steps and channels before any work
+    gen.rank = rank
+    n_all = pt.size
+    lo, hi = n_all * rank // world, n_all * (rank + 1) // world
+    pt, m0, y = pt[lo:hi], m0[lo:hi], y[lo:hi]
+    config = {"run_dir": str(run_path.resolve()), "run_step": run.step, "channels_model": run.channels,
+              "options": asdict(opts), "steps": gen.plan.steps, "rank": rank, "world_size": world,
+              "device": str(device), "jets": int(pt.size), "jet_range": [lo, hi]}
+    shard = _shard_path(out, rank, world)
+    show = progress if progress is not None else None
+    t_start = time.perf_counter()
+    with E2EWriter(shard, config=config, deterministic=True) as writer, \
+            tqdm(total=pt.size, unit="jet", desc=f"sample[{opts.sampler}x{gen.plan.steps}]",
+                 disable=(show is False) or (show is None and not os.isatty(2)) or rank != 0) as bar:
+        for c, s in enumerate(range(0, pt.size, opts.chunk_size)):
+            e = min(s + opts.chunk_size, pt.size)
+            images = gen.generate(pt[s:e], m0[s:e], y[s:e], chunk_index=lo // max(opts.chunk_size, 1) + c)
+            writer.write(images, pt[s:e], m0[s:e], y[s:e].astype(np.float32))
+            bar.update(e - s)
+    gen.timing.total_s = time.perf_counter() - t_start
+    summary = {"out": str(shard), "jets": int(pt.size), "sampler": opts.sampler, "steps": gen.plan.steps,
+               "timing": gen.timing.as_dict(), "device": str(device)}
+    if world > 1 and rank == 0:
+        manifest = {"shards": [str(_shard_path(out, r, world).name) for r in range(world)],
+                    "jets": int(n_all), "provenance": provenance(config)}
+        write_json_atomic(out.with_name(out.name + ".manifest.json"), manifest)
+    return summary
+
+
+def summary_line(summary: dict) -> str:
+    t = summary["timing"]
+    return (f"wrote {summary['jets']} jets to {summary['out']} in {t['total_s']:.1f} s "
+            f"({t['jets_per_s']:.1f} jets/s; network {t['network_s']:.1f} s, update {t['update_s']:.2f} s, "
+            f"other {t['other_s']:.1f} s)")
+
+
+def to_json(summary: dict) -> str:
+    return json.dumps(summary, indent=2, default=str)

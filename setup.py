@@ -45,7 +45,8 @@ def _extensions():
 
     debug = _flag("E2ECOND_DEBUG") in ("1", "true")
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = [*opt, "-fopenmp", "-DNDEBUG" if not debug else "-UNDEBUG"]
+    # E2ECOND_PYTHON_MODULE: csrc/e2econd.cpp defines PyInit__C (the CMake build leaves it out).
+    cxx = [*opt, "-fopenmp", "-DNDEBUG" if not debug else "-UNDEBUG", "-DE2ECOND_PYTHON_MODULE"]
     sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))]
     sources += [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))]
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")], extra_link_args=["-fopenmp"])

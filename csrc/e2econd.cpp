@@ -4,11 +4,17 @@
 // registered with TORCH_LIBRARY_IMPL in csrc/cpu/*.cpp and csrc/cuda/*.cu; fake (meta) kernels
 // and autograd formulas are registered from Python (e2econd/ops/*.py), where the pure-PyTorch
 // reference implementations live too.
+//
+// E2ECOND_PYTHON_MODULE (set by setup.py) adds PyInit__C so the library imports as e2econd._C;
+// the CMake build (CMakeLists.txt) leaves it out and needs no Python.
+#ifdef E2ECOND_PYTHON_MODULE
 #include <Python.h>
+#endif
 #include <torch/library.h>
 
 #include <string>
 
+#ifdef E2ECOND_PYTHON_MODULE
 extern "C" {
 // The extension is loaded as a Python module (import e2econd._C) only to run the static
 // registrations below; it defines no Python functions of its own.
@@ -17,6 +23,7 @@ PyObject* PyInit__C(void) {
   return PyModule_Create(&module_def);
 }
 }
+#endif
 
 namespace e2econd {
 

@@ -19,9 +19,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -220,7 +220,7 @@ class Generator:
         """Images float32 (n, 3, 125, 125) for the conditions of one chunk (jets in the given order)."""
         from e2econd.data.hits import batch_hits_to_images, snap_batch
 
-        opts, run, dev = self.opts, self.run, self.device
+        opts, run = self.opts, self.run
         n = pt.size
         images = np.zeros((n, 3, 125, 125), np.float32)
         if n == 0:

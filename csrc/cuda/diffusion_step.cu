@@ -49,7 +49,7 @@ __device__ __forceinline__ void load4(const T* __restrict__ p, int64_t i, int64_
     for (int j = 0; j < 4; ++j) r[j] = t.v[j];
   } else {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) r[j] = (i + j < n) ? p[i + j] : T(0.0f);
+    for (int j = 0; j < 4; ++j) r[j] = (i + j < n) ? p[i + j] : from_f<T>(0.0f);
   }
 }
 

@@ -19,8 +19,8 @@ coefficients are computed once per plan in float64 on the host; the loop does no
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -12,7 +12,8 @@
   :func:`kpd` (JetNet's KPD: median over random batches, error = half the interquartile range).
 - :func:`entry`: value, floor and ratio record; ``ratio = value / max(floor, floor_err)`` so that
   it is ≈ 1 for a perfect generator and stays finite for unbiased metrics whose floor is ≈ 0
-  (then the ratio reads "value in units of the floor's noise").
+  (then the ratio reads "value in units of the floor's noise"); ``pull`` says whether value and
+  floor differ significantly given their errors (small samples make ratios noisy).
 """
 
 from __future__ import annotations
@@ -183,8 +184,11 @@ def _f(x) -> float | None:
 
 
 def entry(value, value_err, floor, floor_err) -> dict:
-    """Metric record: value, floor, their errors and ratio = value / max(floor, floor_err)."""
+    """Metric record: value, floor, their errors, ratio = value / max(floor, floor_err) and
+    pull = (value − floor) / sqrt(value_err² + floor_err²) (≲ 2 when consistent with the floor)."""
     denom = max(float(floor), float(floor_err)) if math.isfinite(floor_err) else float(floor)
     ratio = float(value) / denom if math.isfinite(denom) and denom > 0 else float("nan")
+    comb = math.hypot(float(value_err), float(floor_err))
+    pull = (float(value) - float(floor)) / comb if comb > 0 else float("nan")
     return {"value": _f(value), "value_err": _f(value_err), "floor": _f(floor), "floor_err": _f(floor_err),
-            "ratio": _f(ratio)}
+            "ratio": _f(ratio), "pull": _f(pull)}

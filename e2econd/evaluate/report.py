@@ -230,6 +230,12 @@ def _emd_sets(sample: Sample, idx: np.ndarray) -> list[dict]:
     return [F.jet_deposits(sample.image(i)) for i in idx]
 
 
+def _conditions_ok(real: Sample, gen: Sample) -> bool:
+    """True when both samples carry valid (finite, positive) pt and m0 conditions."""
+    return all(np.isfinite(a).all() and (a > 0).all() and len(a) > 0
+               for a in (real.pt, gen.pt, real.m0, gen.m0))
+
+
 def _conditional(real: Sample, gen: Sample, A, B, G, n_bins: int, n_boot: int, rng) -> dict | None:
     """Metrics in bins of requested pt and response curves (mean, std) vs pt and m0."""
     ok_g = np.isfinite(gen.pt) & (gen.pt > 0)
@@ -377,12 +383,20 @@ def evaluate(real, generated, out_dir, *, split: str = "test", chunk_size: int =
     from e2econd.evaluate.classifier import classifier_auc
 
     seeds = tuple(range(seed, seed + max(classifier_seeds, 1)))
-    auc_v = classifier_auc(hl_r[B], hl_g[G], seeds=seeds)
-    auc_f = classifier_auc(hl_r[B], hl_r[A], seeds=seeds)
+    # CaloChallenge style: the conditions (real: the jet's own pt, m0; generated: the requested ones) are
+    # classifier inputs too, so that a wrong response p(x | pt) is detected, not only wrong marginals
+    conditioned = _conditions_ok(real_s, gen_s)
+    X_r, X_g = hl_r, hl_g
+    if conditioned:
+        X_r = np.column_stack([hl_r, np.log(real_s.pt), np.log(real_s.m0)])
+        X_g = np.column_stack([hl_g, np.log(gen_s.pt), np.log(gen_s.m0)])
+    auc_v = classifier_auc(X_r[B], X_g[G], seeds=seeds)
+    auc_f = classifier_auc(X_r[B], X_r[A], seeds=seeds)
     metrics["classifier_auc_hl"] = M.entry(auc_v["value"], auc_v["std"], auc_f["value"], auc_f["std"])
     classifier = {"value": auc_v["value"], "std": auc_v["std"], "values": auc_v["values"],
                   "floor": auc_f["value"], "floor_std": auc_f["std"], "floor_values": auc_f["values"],
-                  "ratio": metrics["classifier_auc_hl"]["ratio"], "features": list(F.HL_FEATURES),
+                  "ratio": metrics["classifier_auc_hl"]["ratio"],
+                  "features": list(F.HL_FEATURES) + (["log pt", "log m0"] if conditioned else []),
                   "note": "held-out AUC of an MLP on high-level features, mean/std over seeds; 0.5 is perfect"}
     timing["classifier"] = time.perf_counter() - t
 

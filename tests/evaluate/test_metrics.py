@@ -101,6 +101,7 @@ def test_mmd_poly_matches_direct_sum_and_kpd_behaviour():
 def test_entry_ratio_definition():
     e = M.entry(2.0, 0.1, 1.0, 0.2)
     assert e["ratio"] == pytest.approx(2.0)
+    assert e["pull"] == pytest.approx(1.0 / np.hypot(0.1, 0.2))
     # floor ~0 (unbiased metric): ratio measured in units of the floor's error
     e = M.entry(0.3, 0.1, -0.01, 0.1)
     assert e["ratio"] == pytest.approx(3.0)

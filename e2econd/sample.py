@@ -282,6 +282,18 @@ class Generator:
 
 
 # ------------------------------------------------------------------------------------- command
+def default_run_dir() -> str:
+    """$E2ECOND_RUN, else the most recently trained run of ``e2econd demo`` (demo/run_*)."""
+    env = os.environ.get("E2ECOND_RUN")
+    if env:
+        return env
+    runs = sorted(Path("demo").glob("run_*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise E2EInputError("no RUN_DIR given, $E2ECOND_RUN unset and no demo/run_* found (run `e2econd demo` "
+                            "or `e2econd train` first)")
+    return str(runs[-1].parent.parent)
+
+
 def _shard_path(out: Path, rank: int, world: int) -> Path:
     if world == 1:
         return out

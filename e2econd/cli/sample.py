@@ -8,7 +8,7 @@ from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(file_okay=True, dir_okay=True))
+@click.argument("run_dir", required=False, type=click.Path(file_okay=True, dir_okay=True))
 @click.option("--pt", type=float, default=None, help="Jet pt in GeV for every generated jet.")
 @click.option("--mass", type=float, default=None,
               help="Jet mass m0 in GeV. Left out: drawn from the training jets nearest to the given pt/label.")
@@ -31,12 +31,14 @@ from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Jets per model call.")
 @click.option("--chunk-size", type=int, default=4096, show_default=True, help="Jets per written chunk.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
+@click.option("--out", default="generated.parquet", show_default=True, type=click.Path(dir_okay=False),
               help="Output E2E file: .parquet (X_jets [3][125][125]) or .h5 (X_jets (N,125,125,3)).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (with timing split) as JSON.")
 def sample(run_dir, pt, mass, label, conditions_from, n, channels, sampler, steps, eta, guidance, seed,
            batch_size, chunk_size, device, out, as_json):
     """Generate jets with the trained run in RUN_DIR and write them as an E2E file.
+
+    RUN_DIR defaults to $E2ECOND_RUN, else the newest run of `e2econd demo` (demo/run_*).
 
     \b
     Examples:
@@ -45,8 +47,9 @@ def sample(run_dir, pt, mass, label, conditions_from, n, channels, sampler, step
     Multi-GPU: torchrun --nproc_per_node K -m e2econd sample ... (one shard per rank + manifest).
     """
     from e2econd.config import parse_channels
-    from e2econd.sample import SampleOptions, sample_to_file, summary_line, to_json
+    from e2econd.sample import SampleOptions, default_run_dir, sample_to_file, summary_line, to_json
 
+    run_dir = run_dir or default_run_dir()
     opts = SampleOptions(n=n, pt=pt, mass=mass, label=label, conditions_from=conditions_from,
                          channels=parse_channels(channels, source="--channels") if channels else None,
                          sampler=sampler, steps=steps, eta=eta, guidance=guidance, seed=seed,

@@ -43,6 +43,12 @@ def _train_one(X: np.ndarray, y: np.ndarray, seed: int, hidden: int, max_epochs:
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     lossf = torch.nn.BCEWithLogitsLoss()
     tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
+    # small samples: smaller batches and at least ~600 optimiser steps (patience ~150 steps) so that
+    # a few hundred jets still train properly; large samples: max_epochs / patience in epochs
+    batch_size = int(min(batch_size, max(32, len(tr) // 8)))
+    steps = -(-len(tr) // batch_size)
+    max_epochs = max(max_epochs, -(-600 // steps))
+    patience = max(patience, -(-150 // steps))
     best, best_state, bad = float("inf"), None, 0
     for _ in range(max_epochs):
         net.train()

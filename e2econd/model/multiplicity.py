@@ -78,6 +78,15 @@ class MultiplicityModel(nn.Module):
             self.z_std.copy_(z.std(0).clamp_min(0.05) if z.shape[0] > 1 else torch.ones_like(self.z_mean))
             self.n_max.copy_(counts[:, self.channel_ids].max(0).values * 2 + 10)
         gen = torch.Generator(device=dev).manual_seed(int(seed))
+        threads = torch.get_num_threads()
+        if dev.type == "cpu":
+            torch.set_num_threads(1)  # tiny matmuls: extra threads only add synchronisation (30x on a busy box)
+        try:
+            return self._fit_loop(counts, pt, m0, y, steps, lr, gen, progress)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit_loop(self, counts, pt, m0, y, steps, lr, gen, progress) -> list[float]:
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=lr * 0.05)
         hist = []

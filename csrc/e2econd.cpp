@@ -57,8 +57,9 @@ TORCH_LIBRARY(e2econd, m) {
 
   // ---- Kernel 2: masked multi-head attention over variable-size hit sets
   // (csrc/cpu/attention.cpp, csrc/cuda/attention.cu). Padded (B, H, N, D) with lengths (B,);
-  // packed (total, H, D) with cu_seqlens (B+1,). Returns (out, lse) with lse (fp32) the per-query
-  // log-sum-exp kept for the backward pass.
+  // packed (total, H, D) with cu_seqlens (B+1,). Returns (out, lse) with lse the per-query natural
+  // log-sum-exp of the scaled scores kept for the backward pass: (B, H, N) padded, (H, total) packed;
+  // float32 (float64 for float64 inputs, CPU only); -inf for rows beyond a jet's length.
   m.def("masked_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor lengths, float scale) -> (Tensor, Tensor)");
   m.def(
       "masked_attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "

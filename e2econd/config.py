@@ -71,6 +71,7 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_step_ckpts: bool = True
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
+    time_limit_min: float = 0.0  # >0: stop (and checkpoint) after this many minutes of training loop
 
 
 @dataclass
@@ -98,15 +99,32 @@ class Config:
         return [CHANNELS.index(c) for c in self.data.channels]
 
 
-SECTIONS = {"model": ModelConfig, "multiplicity": MultiplicityConfig, "train": TrainConfig, "data": DataConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "multiplicity": MultiplicityConfig,
+    "train": TrainConfig,
+    "data": DataConfig,
+}
 
 
 def _cpu() -> Config:
     """2 CPU cores, ECAL of top jets, <= 10 minutes (see docs/BENCHMARKS_train.md for the timing)."""
     return Config(
         model=ModelConfig(width=64, blocks=4, heads=4, cond_width=64),
-        train=TrainConfig(max_steps=600, batch_size=16, lr=2e-3, warmup_steps=50, ema_decay=0.995,
-                          val_every=200, val_jets=64, ckpt_every=200, bf16=False, threads=2),
+        multiplicity=MultiplicityConfig(steps=1000),
+        train=TrainConfig(
+            max_steps=600,
+            time_limit_min=9.0,  # hard stop (checkpointed) so the preset fits 10 minutes on any 2-core box
+            batch_size=16,
+            lr=2e-3,
+            warmup_steps=50,
+            ema_decay=0.995,
+            val_every=200,
+            val_jets=64,
+            ckpt_every=200,
+            bf16=False,
+            threads=2,
+        ),
         preset="cpu",
     )
 
@@ -115,8 +133,18 @@ def _gpu() -> Config:
     """One A100/H100, ~20 minutes: width 192, 8 blocks, batch 256, bf16 autocast."""
     return Config(
         model=ModelConfig(width=192, blocks=8, heads=6, cond_width=256),
-        train=TrainConfig(max_steps=20000, batch_size=256, max_tokens=400_000, lr=5e-4, warmup_steps=1000,
-                          ema_decay=0.9995, val_every=1000, val_jets=1024, ckpt_every=2000, bf16=True),
+        train=TrainConfig(
+            max_steps=20000,
+            batch_size=256,
+            max_tokens=400_000,
+            lr=5e-4,
+            warmup_steps=1000,
+            ema_decay=0.9995,
+            val_every=1000,
+            val_jets=1024,
+            ckpt_every=2000,
+            bf16=True,
+        ),
         preset="gpu",
     )
 
@@ -143,8 +171,9 @@ def parse_channels(spec: str | list[str] | tuple[str, ...], *, source: object = 
     for s in items:
         s = aliases.get(s, s)
         if s not in CHANNELS:
-            raise E2EInputError(f"unknown channel '{s}' (choose from {', '.join(CHANNELS)}, all)",
-                                path=source, key="channels")
+            raise E2EInputError(
+                f"unknown channel '{s}' (choose from {', '.join(CHANNELS)}, all)", path=source, key="channels"
+            )
         out.add(s)
     if not out:
         raise E2EInputError("no channel given", path=source, key="channels")
@@ -199,23 +228,27 @@ def from_dict(d: dict[str, Any], *, source: object = None, base: Config | None =
     d.pop("provenance", None)  # config.json written into a run directory carries its provenance
     fmt = d.pop("format", CONFIG_FORMAT)
     if fmt != CONFIG_FORMAT:
-        raise E2EInputError(f"config format {fmt} is not supported (expected {CONFIG_FORMAT})",
-                            path=source, key="format")
+        raise E2EInputError(
+            f"config format {fmt} is not supported (expected {CONFIG_FORMAT})", path=source, key="format"
+        )
     name = d.pop("preset", None)
     cfg = base if base is not None else (preset(name) if name else Config())
     if name:
         cfg.preset = name
     for sec, values in d.items():
         if sec not in SECTIONS:
-            raise E2EInputError(f"unknown section (expected one of {', '.join(SECTIONS)}, preset)",
-                                path=source, key=sec)
+            raise E2EInputError(
+                f"unknown section (expected one of {', '.join(SECTIONS)}, preset)", path=source, key=sec
+            )
         if not isinstance(values, dict):
             raise E2EInputError("section must be a JSON object", path=source, key=sec)
         obj = getattr(cfg, sec)
         types = {f.name: f.type for f in dataclasses.fields(obj)}
         for k, v in values.items():
             if k not in types:
-                raise E2EInputError(f"unknown option (known: {', '.join(types)})", path=source, key=f"{sec}.{k}")
+                raise E2EInputError(
+                    f"unknown option (known: {', '.join(types)})", path=source, key=f"{sec}.{k}"
+                )
             setattr(obj, k, _coerce(v, types[k], source=source, key=f"{sec}.{k}"))
     return cfg
 
@@ -241,17 +274,31 @@ def validate(cfg: Config, *, source: object = None) -> Config:
         raise E2EInputError(msg, path=source, key=key)
 
     m, mu, tr, da = cfg.model, cfg.multiplicity, cfg.train, cfg.data
-    for key, val in (("model.width", m.width), ("model.blocks", m.blocks), ("model.heads", m.heads),
-                     ("model.cond_width", m.cond_width), ("model.fourier_features", m.fourier_features),
-                     ("multiplicity.components", mu.components), ("multiplicity.hidden", mu.hidden),
-                     ("train.max_steps", tr.max_steps), ("train.batch_size", tr.batch_size),
-                     ("train.log_every", tr.log_every), ("train.val_every", tr.val_every),
-                     ("train.ckpt_every", tr.ckpt_every), ("train.bucket_pool", tr.bucket_pool)):
+    for key, val in (
+        ("model.width", m.width),
+        ("model.blocks", m.blocks),
+        ("model.heads", m.heads),
+        ("model.cond_width", m.cond_width),
+        ("model.fourier_features", m.fourier_features),
+        ("multiplicity.components", mu.components),
+        ("multiplicity.hidden", mu.hidden),
+        ("train.max_steps", tr.max_steps),
+        ("train.batch_size", tr.batch_size),
+        ("train.log_every", tr.log_every),
+        ("train.val_every", tr.val_every),
+        ("train.ckpt_every", tr.ckpt_every),
+        ("train.bucket_pool", tr.bucket_pool),
+    ):
         if not isinstance(val, int) or isinstance(val, bool) or val < 1:
             err(key, f"must be a positive integer, got {val!r}")
-    for key, val in (("train.warmup_steps", tr.warmup_steps), ("train.val_jets", tr.val_jets),
-                     ("train.max_tokens", tr.max_tokens), ("train.threads", tr.threads),
-                     ("multiplicity.steps", mu.steps), ("train.seed", tr.seed)):
+    for key, val in (
+        ("train.warmup_steps", tr.warmup_steps),
+        ("train.val_jets", tr.val_jets),
+        ("train.max_tokens", tr.max_tokens),
+        ("train.threads", tr.threads),
+        ("multiplicity.steps", mu.steps),
+        ("train.seed", tr.seed),
+    ):
         if not isinstance(val, int) or isinstance(val, bool) or val < 0:
             err(key, f"must be a non-negative integer, got {val!r}")
     if m.width % m.heads:
@@ -273,6 +320,8 @@ def validate(cfg: Config, *, source: object = None) -> Config:
         err("train.betas", f"must be in [0, 1), got {list(tr.betas)}")
     if not 0.0 <= tr.min_lr_ratio <= 1.0:
         err("train.min_lr_ratio", f"must be in [0, 1], got {tr.min_lr_ratio}")
+    if not (tr.time_limit_min >= 0 and math.isfinite(tr.time_limit_min)):
+        err("train.time_limit_min", f"must be >= 0 minutes (0 = no limit), got {tr.time_limit_min}")
     if not tr.grad_clip >= 0:
         err("train.grad_clip", f"must be >= 0 (0 disables clipping), got {tr.grad_clip}")
     if not 0.0 <= tr.ema_decay < 1.0:

@@ -55,7 +55,7 @@ _VAL_SEED = 0x5EED_0F_FA1
 # ------------------------------------------------------------------------------------------ rng
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     """CPU generator for the draws of one training step (independent of rank and of resumption)."""
-    mixed = (int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB)
+    mixed = int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB
     return torch.Generator().manual_seed(mixed % (2**63 - 1))
 
 
@@ -69,8 +69,15 @@ class BucketBatcher:
     world size) are dropped.
     """
 
-    def __init__(self, n_hits: np.ndarray, batch_size: int, pool: int, seed: int,
-                 max_tokens: int = 0, min_jets: int = 1):
+    def __init__(
+        self,
+        n_hits: np.ndarray,
+        batch_size: int,
+        pool: int,
+        seed: int,
+        max_tokens: int = 0,
+        min_jets: int = 1,
+    ):
         self.n = np.asarray(n_hits, np.int64)
         self.bs, self.pool, self.seed = int(batch_size), int(pool), int(seed)
         self.max_tokens, self.min_jets = int(max_tokens), int(min_jets)
@@ -84,7 +91,7 @@ class BucketBatcher:
             pool = self.pool * self.bs
             batches = []
             for a in range(0, len(perm), pool):
-                chunk = perm[a:a + pool]
+                chunk = perm[a : a + pool]
                 chunk = chunk[np.argsort(self.n[chunk], kind="stable")]
                 cur, tokens = [], 0
                 for j in chunk:
@@ -135,11 +142,13 @@ class StepDraws:
     dq: torch.Tensor  # (total_hits, 2), U[-0.5, 0.5)
 
 
-def draw(gen: torch.Generator, n_jets: int, n_hits: int, cond_drop: float, stratified: bool = True) -> StepDraws:
+def draw(
+    gen: torch.Generator, n_jets: int, n_hits: int, cond_drop: float, stratified: bool = True
+) -> StepDraws:
     """t stratified over the batch (u0 + i/B mod 1, shuffled), drop ~ Bernoulli(cond_drop), ε ~ N(0, 1)."""
     if stratified:
         u0 = torch.rand(1, generator=gen, dtype=torch.float64)
-        t = ((u0 + torch.arange(n_jets, dtype=torch.float64) / max(n_jets, 1)) % 1.0)
+        t = (u0 + torch.arange(n_jets, dtype=torch.float64) / max(n_jets, 1)) % 1.0
         t = t[torch.randperm(n_jets, generator=gen)].float()
     else:
         t = torch.rand(n_jets, generator=gen)
@@ -182,12 +191,22 @@ def make_batch(packed, transforms, device, u: torch.Tensor | None) -> Batch:
     if u is not None:
         feats = dequantize(feats, torch.as_tensor(_np(packed.size)), u)
     x0 = transforms.features.forward(feats, channel)
-    c = transforms.condition.forward(np.asarray(_np(packed.pt), np.float64), np.asarray(_np(packed.m0), np.float64))
-    cond = {"pt": torch.as_tensor(c[:, 0], dtype=torch.float32), "m0": torch.as_tensor(c[:, 1], dtype=torch.float32),
-            "y": torch.as_tensor(np.rint(_np(packed.y)).astype(np.int64))}
+    c = transforms.condition.forward(
+        np.asarray(_np(packed.pt), np.float64), np.asarray(_np(packed.m0), np.float64)
+    )
+    cond = {
+        "pt": torch.as_tensor(c[:, 0], dtype=torch.float32),
+        "m0": torch.as_tensor(c[:, 1], dtype=torch.float32),
+        "y": torch.as_tensor(np.rint(_np(packed.y)).astype(np.int64)),
+    }
     cu = torch.as_tensor(_np(packed.cu_seqlens), dtype=torch.int32)
-    return Batch(x0.to(device), channel.to(device), cu.to(device), {k: v.to(device) for k, v in cond.items()},
-                 int(cu.numel() - 1))
+    return Batch(
+        x0.to(device),
+        channel.to(device),
+        cu.to(device),
+        {k: v.to(device) for k, v in cond.items()},
+        int(cu.numel() - 1),
+    )
 
 
 def loss_sum(model, batch: Batch, t, drop, eps, schedule: CosineSchedule, autocast_dtype=None):
@@ -203,7 +222,9 @@ def loss_sum(model, batch: Batch, t, drop, eps, schedule: CosineSchedule, autoca
     target = v_target(batch.x0, eps, a_h, s_h)
     fwd = model.forward_packed if isinstance(model, SetTransformer) else model  # DDP(_PackedForward)
     with torch.autocast(dev.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-        v = fwd(xt, batch.channel, batch.cu_seqlens, t, batch.cond, drop.to(dev) if drop is not None else None)
+        v = fwd(
+            xt, batch.channel, batch.cu_seqlens, t, batch.cond, drop.to(dev) if drop is not None else None
+        )
     return ((v.float() - target) ** 2).sum()
 
 
@@ -258,7 +279,7 @@ def _open_store(data_dir, split):
 
 # ----------------------------------------------------------------------------------- checkpoint
 def _rng_state() -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -266,7 +287,7 @@ def _rng_state() -> dict:
 
 def _set_rng_state(st: dict) -> None:
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
+    np.random.set_state(st["numpy"])  # noqa: NPY002 (global state saved for exact resume)
     random.setstate(st["python"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
@@ -287,17 +308,24 @@ def _load_checkpoint(path: Path) -> dict:
         raise E2EInputError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", path=path) from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         fmt = ck.get("format") if isinstance(ck, dict) else None
-        raise E2EInputError(f"checkpoint format {fmt!r} is not supported by e2econd {__version__} "
-                            f"(expected {CHECKPOINT_FORMAT})", path=path, key="format")
+        raise E2EInputError(
+            f"checkpoint format {fmt!r} is not supported by e2econd {__version__} "
+            f"(expected {CHECKPOINT_FORMAT})",
+            path=path,
+            key="format",
+        )
     ver = str(ck.get("version", "?"))
     if ver.split(".")[:1] != __version__.split(".")[:1]:
-        raise E2EInputError(f"checkpoint written by e2econd {ver}, incompatible with {__version__}",
-                            path=path, key="version")
+        raise E2EInputError(
+            f"checkpoint written by e2econd {ver}, incompatible with {__version__}", path=path, key="version"
+        )
     return ck
 
 
 # --------------------------------------------------------------------------------------- train
-def _validation_loss(model, store, channel_ids, transforms, device, cfg: Config, schedule, autocast_dtype) -> float:
+def _validation_loss(
+    model, store, channel_ids, transforms, device, cfg: Config, schedule, autocast_dtype
+) -> float:
     """Per-hit v-MSE of ``model`` on a fixed subset of the val split with fixed t, ε and dequantisation."""
     n = len(store)
     idx = np.arange(n if not cfg.train.val_jets else min(n, cfg.train.val_jets))
@@ -310,7 +338,7 @@ def _validation_loss(model, store, channel_ids, transforms, device, cfg: Config,
     model.eval()
     with torch.no_grad():
         for a in range(0, len(idx), cfg.train.batch_size):
-            packed = store.batch(idx[a:a + cfg.train.batch_size], cfg.data.channels)
+            packed = store.batch(idx[a : a + cfg.train.batch_size], cfg.data.channels)
             B = len(_np(packed.cu_seqlens)) - 1
             H = int(_np(packed.cu_seqlens)[-1])
             d = draw(gen, B, H, 0.0)
@@ -331,9 +359,16 @@ class _PackedForward(torch.nn.Module):
         return self.model.forward_packed(*args, **kwargs)
 
 
-def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Config | None = None,
-          resume: bool = False, device: str | None = None, progress: bool | None = None,
-          max_steps: int | None = None, stop_at: int | None = None) -> dict[str, Any]:
+def train(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: Config | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool | None = None,
+    max_steps: int | None = None,
+    stop_at: int | None = None,
+) -> dict[str, Any]:
     """Train on ``data_dir`` (a hit directory) into ``out_dir``; returns a summary dict.
 
     ``resume=True`` continues from ``out_dir/checkpoints/last.pt`` with the checkpoint's config
@@ -349,7 +384,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         ck = _load_checkpoint(last)
         config = from_dict(ck["config"], source=last)
     elif last.exists():
-        raise E2EInputError("run directory already holds a checkpoint; use --resume or another --out", path=out_dir)
+        raise E2EInputError(
+            "run directory already holds a checkpoint; use --resume or another --out", path=out_dir
+        )
     config = copy.deepcopy(config) if config is not None else Config()
     if max_steps is not None:
         config.train.max_steps = max_steps
@@ -381,26 +418,37 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     counts = _channel_counts(jets)
     y = np.rint(np.asarray(jets["y"], np.float64)).astype(np.int64)
     if len(y) and (y.min() < 0 or y.max() >= cfg.model.n_classes):
-        raise E2EInputError(f"labels y range over {y.min()}..{y.max()}, outside 0..{cfg.model.n_classes - 1} "
-                            "(set model.n_classes)", path=data_dir / "train.parquet", key="y")
+        raise E2EInputError(
+            f"labels y range over {y.min()}..{y.max()}, outside 0..{cfg.model.n_classes - 1} "
+            "(set model.n_classes)",
+            path=data_dir / "train.parquet",
+            key="y",
+        )
     n_sel = counts[:, channel_ids].sum(1)
     usable = np.flatnonzero(n_sel > 0)  # jets without hits in the chosen channels carry no loss
     if len(usable) < world:
-        raise E2EInputError(f"only {len(usable)} training jets have hits in channels {cfg.data.channels}",
-                            path=data_dir / "train.parquet")
-    ccond = transforms.condition.forward(np.asarray(jets["pt"], np.float64), np.asarray(jets["m0"], np.float64))
+        raise E2EInputError(
+            f"only {len(usable)} training jets have hits in channels {cfg.data.channels}",
+            path=data_dir / "train.parquet",
+        )
+    ccond = transforms.condition.forward(
+        np.asarray(jets["pt"], np.float64), np.asarray(jets["m0"], np.float64)
+    )
 
     # --- models
     torch.manual_seed(cfg.train.seed)
     model = SetTransformer(cfg.model).to(dev)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    mult = MultiplicityModel(channel_ids, cfg.model.n_classes, cfg.multiplicity.components,
-                             cfg.multiplicity.hidden)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
-                            weight_decay=cfg.train.weight_decay)
+    mult = MultiplicityModel(
+        channel_ids, cfg.model.n_classes, cfg.multiplicity.components, cfg.multiplicity.hidden
+    )
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay
+    )
     tr = cfg.train
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, tr.warmup_steps, tr.max_steps, tr.min_lr_ratio))
+        opt, lambda s: lr_factor(s, tr.warmup_steps, tr.max_steps, tr.min_lr_ratio)
+    )
     start = 0
     if ck is not None:
         model.load_state_dict(ck["model"])
@@ -412,8 +460,15 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         start = int(ck["step"])
     else:
         t0 = time.time()
-        mult.fit(counts, ccond[:, 0], ccond[:, 1], y, steps=cfg.multiplicity.steps, lr=cfg.multiplicity.lr,
-                 seed=cfg.train.seed)
+        mult.fit(
+            counts,
+            ccond[:, 0],
+            ccond[:, 1],
+            y,
+            steps=cfg.multiplicity.steps,
+            lr=cfg.multiplicity.lr,
+            seed=cfg.train.seed,
+        )
         mult_s = time.time() - t0
     mult = mult.to(dev)
     net = _PackedForward(model)
@@ -424,10 +479,15 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
 
     schedule = CosineSchedule(cfg.train.schedule_s)
     autocast_dtype = torch.bfloat16 if (cfg.train.bf16 and dev.type == "cuda") else None
-    batcher = BucketBatcher(n_sel[usable], tr.batch_size, tr.bucket_pool, tr.seed, tr.max_tokens, min_jets=world)
+    batcher = BucketBatcher(
+        n_sel[usable], tr.batch_size, tr.bucket_pool, tr.seed, tr.max_tokens, min_jets=world
+    )
     cfg_dict = cfg.to_dict()
-    cond_table = {"pt": np.asarray(jets["pt"], np.float64), "m0": np.asarray(jets["m0"], np.float64),
-                  "y": np.asarray(jets["y"], np.float32)}
+    cond_table = {
+        "pt": np.asarray(jets["pt"], np.float64),
+        "m0": np.asarray(jets["m0"], np.float64),
+        "y": np.asarray(jets["y"], np.float32),
+    }
 
     log_path = out_dir / "log.jsonl"
     if is_main:
@@ -447,18 +507,36 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
             logf.flush()
 
     if is_main and ck is None:
-        log({"event": "start", "step": 0, "n_train": int(len(usable)), "world_size": world, "device": str(dev),
-             "multiplicity_fit_s": round(mult_s, 2), "provenance": provenance(cfg_dict)})
+        log(
+            {
+                "event": "start",
+                "step": 0,
+                "n_train": int(len(usable)),
+                "world_size": world,
+                "device": str(dev),
+                "multiplicity_fit_s": round(mult_s, 2),
+                "provenance": provenance(cfg_dict),
+            }
+        )
 
     def checkpoint(step: int) -> None:
         if not is_main:
             return
         state = {
-            "format": CHECKPOINT_FORMAT, "version": __version__, "step": step,
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "rng": _rng_state(), "config": cfg_dict,
-            "transforms": transforms.to_dict(), "multiplicity": mult.to_dict(), "channels": list(cfg.data.channels),
-            "cond_table": cond_table, "provenance": provenance(cfg_dict),
+            "format": CHECKPOINT_FORMAT,
+            "version": __version__,
+            "step": step,
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": _rng_state(),
+            "config": cfg_dict,
+            "transforms": transforms.to_dict(),
+            "multiplicity": mult.to_dict(),
+            "channels": list(cfg.data.channels),
+            "cond_table": cond_table,
+            "provenance": provenance(cfg_dict),
         }
         if tr.keep_step_ckpts and step % tr.ckpt_every == 0:
             save_checkpoint(ckpt_dir / f"step_{step:06d}.pt", state)
@@ -468,12 +546,20 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
     if is_main and progress is not False:
         from tqdm import tqdm
 
-        pbar = tqdm(total=tr.max_steps, initial=start, desc="train", unit="step", file=sys.stderr,
-                    disable=None if progress is None else not progress, dynamic_ncols=True)
+        pbar = tqdm(
+            total=tr.max_steps,
+            initial=start,
+            desc="train",
+            unit="step",
+            file=sys.stderr,
+            disable=None if progress is None else not progress,
+            dynamic_ncols=True,
+        )
     last_val = None
     t_log, jets_acc, hits_acc, loss_acc, n_acc = time.time(), 0, 0, 0.0, 0
     model.train()
     end = tr.max_steps if stop_at is None else min(tr.max_steps, stop_at)
+    t_start = time.time()
     for step in range(start, end):
         gidx = usable[batcher.batch(step)]
         n_g = n_sel[gidx]
@@ -491,7 +577,9 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         loss = s * (world / (3.0 * n_global))  # DDP averages over ranks -> global per-hit mean
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip if tr.grad_clip > 0 else float("inf"))
+        gnorm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), tr.grad_clip if tr.grad_clip > 0 else float("inf")
+        )
         opt.step()
         sched.step()
         decay = min(tr.ema_decay, (1 + step) / (10 + step)) if tr.ema_warmup else tr.ema_decay
@@ -508,21 +596,44 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         n_acc += 1
         if pbar is not None:
             pbar.update(1)
-        if done % tr.log_every == 0 or done == tr.max_steps:
+        out_of_time = tr.time_limit_min > 0 and time.time() - t_start > 60 * tr.time_limit_min
+        if ddp and tr.time_limit_min > 0:  # all ranks must stop at the same step
+            flag = torch.tensor([float(out_of_time)], device=dev)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        if out_of_time and done < end:
+            log({"event": "time_limit", "step": done, "minutes": tr.time_limit_min})
+            end = done
+        if done % tr.log_every == 0 or done == end:
             dt = max(time.time() - t_log, 1e-9)
-            row = {"step": done, "loss": loss_acc / n_acc, "lr": opt.param_groups[0]["lr"],
-                   "grad_norm": float(gnorm), "jets_per_s": jets_acc / dt, "hits_per_s": hits_acc / dt,
-                   "time": time.time()}
+            row = {
+                "step": done,
+                "loss": loss_acc / n_acc,
+                "lr": opt.param_groups[0]["lr"],
+                "grad_norm": float(gnorm),
+                "jets_per_s": jets_acc / dt,
+                "hits_per_s": hits_acc / dt,
+                "time": time.time(),
+            }
             log(row)
             if pbar is not None:
                 pbar.set_postfix(loss=f"{row['loss']:.4f}", jets_s=f"{row['jets_per_s']:.1f}")
             t_log, jets_acc, hits_acc, loss_acc, n_acc = time.time(), 0, 0, 0.0, 0
-        if is_main and val_store is not None and len(val_store) and (done % tr.val_every == 0 or done == tr.max_steps):
-            last_val = _validation_loss(ema, val_store, channel_ids, transforms, dev, cfg, schedule, autocast_dtype)
+        if (
+            is_main
+            and val_store is not None
+            and len(val_store)
+            and (done % tr.val_every == 0 or done == end)
+        ):
+            last_val = _validation_loss(
+                ema, val_store, channel_ids, transforms, dev, cfg, schedule, autocast_dtype
+            )
             log({"step": done, "val_loss": last_val, "time": time.time()})
             t_log = time.time()
         if done % tr.ckpt_every == 0 or done == end:
             checkpoint(done)
+        if done >= end:
+            break
     if start >= end:
         checkpoint(start)
     if pbar is not None:
@@ -531,8 +642,14 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Confi
         logf.close()
     if ddp:
         torch.distributed.barrier()
-    return {"run_dir": str(out_dir), "steps": max(end, start), "val_loss": last_val,
-            "checkpoint": str(last), "world_size": world, "rank": rank}
+    return {
+        "run_dir": str(out_dir),
+        "steps": max(end, start),
+        "val_loss": last_val,
+        "checkpoint": str(last),
+        "world_size": world,
+        "rank": rank,
+    }
 
 
 # --------------------------------------------------------------------------------------- load
@@ -550,7 +667,9 @@ class LoadedRun:
     schedule: CosineSchedule
 
 
-def load_run(run_dir: str | os.PathLike, device: str | torch.device | None = "cpu", which: str = "ema") -> LoadedRun:
+def load_run(
+    run_dir: str | os.PathLike, device: str | torch.device | None = "cpu", which: str = "ema"
+) -> LoadedRun:
     """Load RUN_DIR/checkpoints/last.pt (or RUN_DIR itself if it is a .pt file); ``which`` = "ema" | "model"."""
     from e2econd.data.transforms import Transforms
 
@@ -565,6 +684,13 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device | None = "cp
     model.load_state_dict(ck[which])
     model = model.to(dev).eval().requires_grad_(False)
     mult = MultiplicityModel.from_dict(ck["multiplicity"]).to(dev)
-    return LoadedRun(model, mult, Transforms.from_dict(ck["transforms"]), cfg,
-                     {k: np.asarray(v) for k, v in ck["cond_table"].items()}, list(ck["channels"]),
-                     int(ck["step"]), CosineSchedule(cfg.train.schedule_s))
+    return LoadedRun(
+        model,
+        mult,
+        Transforms.from_dict(ck["transforms"]),
+        cfg,
+        {k: np.asarray(v) for k, v in ck["cond_table"].items()},
+        list(ck["channels"]),
+        int(ck["step"]),
+        CosineSchedule(cfg.train.schedule_s),
+    )

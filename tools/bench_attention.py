@@ -20,12 +20,11 @@ Cases: ``realistic`` (32 jets, hit counts log-normal quantiles clamped to 30–2
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +49,7 @@ except ImportError:  # pragma: no cover - only when run before benchutil exists
             sync()
             ts.append((time.perf_counter() - t0) * 1e3)
         ts.sort()
-        q = statistics.quantiles(ts, n=10) if len(ts) > 1 else [ts[0]] * 9
+        q = statistics.quantiles(ts, n=10, method="inclusive") if len(ts) > 1 else [ts[0]] * 9
         return {"median_ms": statistics.median(ts), "p10_ms": q[0], "p90_ms": q[-1]}
 
 
@@ -172,7 +171,9 @@ def attention_rows(device: str, quick: bool) -> list[dict]:
 
 
 def _fmt(r: dict) -> str:
-    t = f"{r['median_ms']:10.2f} ms (p10 {r['p10_ms']:.2f}, p90 {r['p90_ms']:.2f})" if r["status"] == "ok" else r["status"]
+    if r["status"] != "ok":
+        return f"{r['case']:9s} {r['dtype']:8s} {r['pass']:7s} {r['impl']:12s} {r['status']}"
+    t = f"{r['median_ms']:10.2f} ms (p10 {r['p10_ms']:.2f}, p90 {r['p90_ms']:.2f})"
     return f"{r['case']:9s} {r['dtype']:8s} {r['pass']:7s} {r['impl']:12s} {t}"
 
 

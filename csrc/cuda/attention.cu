@@ -332,6 +332,12 @@ void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, cons
   TORCH_CHECK(seq.dim() == 1, op, ": lengths / cu_seqlens must be 1-D");
 }
 
+// float32, float16, bfloat16 only (float64 inputs take the reference path in Python).
+#define E2E_ATTN_CASES(...)                             \
+  AT_DISPATCH_CASE(at::ScalarType::Float, __VA_ARGS__)  \
+  AT_DISPATCH_CASE(at::ScalarType::Half, __VA_ARGS__)   \
+  AT_DISPATCH_CASE(at::ScalarType::BFloat16, __VA_ARGS__)
+
 template <typename F>
 void dispatch_d(int64_t Dr, const F& f) {
   if (Dr <= 16)
@@ -367,7 +373,7 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tensor& q_, cons
   const dim3 grid((unsigned)B, (unsigned)H, (unsigned)((max_len + kTile - 1) / kTile));
   const float c = (float)scale * kLog2e;
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "attention_fwd_cuda", [&] {
+  AT_DISPATCH_SWITCH(q.scalar_type(), "attention_fwd_cuda", E2E_ATTN_CASES([&] {
     dispatch_d(Dr, [&](auto dc) {
       constexpr int D = decltype(dc)::value;
       attn_fwd_kernel<scalar_t, D><<<grid, kTile, 0, stream>>>(
@@ -376,7 +382,7 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tensor& q_, cons
           row_view(packed, H, rows), s, (int)Dr, c);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-  });
+  }));
   return {out, lse};
 }
 
@@ -409,7 +415,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(const at::Tens
   const float c = (float)scale * kLog2e;
   const View vl = row_view(packed, H, rows);
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "attention_bwd_cuda", [&] {
+  AT_DISPATCH_SWITCH(q.scalar_type(), "attention_bwd_cuda", E2E_ATTN_CASES([&] {
     dispatch_d(Dr, [&](auto dc) {
       constexpr int D = decltype(dc)::value;
       constexpr int threads = kTile * (D > 32 ? 2 : 1);
@@ -429,7 +435,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(const at::Tens
           (int)Dr, c, (float)scale);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-  });
+  }));
   return {dq, dk, dv};
 }
 

@@ -58,14 +58,10 @@ import click
     type=int,
     help="Worker processes (1 = inline). The output does not depend on it.",
 )
-@click.option(
-    "--chunk-size", default=256, show_default=True, type=int, help="Jets per task (memory ~ 0.4 MB/jet)."
-)
+@click.option("--chunk-size", default=256, show_default=True, type=int, help="Jets per task (decoded 64 at a time).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory (only after success).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def preprocess(
-    inputs, out, threshold, negatives, max_hits, split, seed, workers, chunk_size, overwrite, quiet
-):
+def preprocess(inputs, out, threshold, negatives, max_hits, split, seed, workers, chunk_size, overwrite, quiet):
     """E2E files (Parquet or HDF5, detected by content) -> hit-set directory.
 
     Every channel becomes a variable-size set of hits (pixel indices, Δη/Δφ from the image centre in

@@ -16,11 +16,22 @@ import click
 @click.command()
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--channels", default=None, help="ecal | tracks | hcal | all | comma list (default: config's, ecal).")
-@click.option("--preset", type=click.Choice(["cpu", "gpu"]), default=None,
-              help="Starting hyperparameters (default: gpu if CUDA is available, else cpu).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="JSON file with any subset of {model, multiplicity, train, data} options.")
+@click.option(
+    "--channels", default=None, help="ecal | tracks | hcal | all | comma list (default: config's, ecal)."
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["cpu", "gpu"]),
+    default=None,
+    help="Starting hyperparameters (default: gpu if CUDA is available, else cpu).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON file with any subset of {model, multiplicity, train, data} options.",
+)
 @click.option("--max-steps", type=int, default=None, help="Training steps (on --resume: extend the run).")
 @click.option("--batch-size", type=int, default=None, help="Global batch size in jets.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW).")
@@ -28,8 +39,20 @@ import click
 @click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available).")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR/checkpoints/last.pt exactly.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train(data_dir, out_dir, channels, preset, config_file, max_steps, batch_size, lr, seed, device, resume,
-          no_progress):
+def train(
+    data_dir,
+    out_dir,
+    channels,
+    preset,
+    config_file,
+    max_steps,
+    batch_size,
+    lr,
+    seed,
+    device,
+    resume,
+    no_progress,
+):
     """Train on a hit directory (from `e2econd preprocess`) into RUN_DIR."""
     import torch
 
@@ -39,10 +62,19 @@ def train(data_dir, out_dir, channels, preset, config_file, max_steps, batch_siz
 
     if resume:
         if any(v is not None for v in (channels, preset, config_file, batch_size, lr, seed)):
-            raise E2EInputError("--resume continues with the run's own config; only --max-steps and --device "
-                                "may be given", key="resume")
-        summary = run(data_dir, out_dir, None, resume=True, device=device, progress=False if no_progress else None,
-                      max_steps=max_steps)
+            raise E2EInputError(
+                "--resume continues with the run's own config; only --max-steps and --device may be given",
+                key="resume",
+            )
+        summary = run(
+            data_dir,
+            out_dir,
+            None,
+            resume=True,
+            device=device,
+            progress=False if no_progress else None,
+            max_steps=max_steps,
+        )
     else:
         use_gpu = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
         cfg = C.preset(preset or ("gpu" if use_gpu else "cpu"))
@@ -50,11 +82,17 @@ def train(data_dir, out_dir, channels, preset, config_file, max_steps, batch_siz
             cfg = C.load(config_file, base=cfg)
         if channels is not None:
             cfg.data.channels = C.parse_channels(channels, source="--channels")
-        for sec, key, val in (("train", "max_steps", max_steps), ("train", "batch_size", batch_size),
-                              ("train", "lr", lr), ("train", "seed", seed)):
+        for sec, key, val in (
+            ("train", "max_steps", max_steps),
+            ("train", "batch_size", batch_size),
+            ("train", "lr", lr),
+            ("train", "seed", seed),
+        ):
             if val is not None:
                 setattr(getattr(cfg, sec), key, val)
         C.validate(cfg, source="options")
-        summary = run(data_dir, out_dir, cfg, resume=False, device=device, progress=False if no_progress else None)
+        summary = run(
+            data_dir, out_dir, cfg, resume=False, device=device, progress=False if no_progress else None
+        )
     if summary.get("rank", 0) == 0:
         click.echo(json.dumps(summary, indent=2, default=str))

@@ -41,7 +41,8 @@ from e2econd.utils import atomic_dir, provenance, provenance_json, write_json_at
 DEFAULT_SPLIT = (0.8, 0.1, 0.1)
 FORMAT = "e2econd-hits"
 FORMAT_VERSION = 1
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+ROW_GROUP = 2048  # jets per row group of the split files
+READ_BATCH = 64  # jets decoded at once inside a task: Arrow needs ~1-2 MB per jet while decoding
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,9 +183,7 @@ def _new_stats() -> dict:
     return {
         "n_jets": 0,
         "splits": {s: 0 for s in SPLITS},
-        "channels": {
-            c: {"hits": 0, "energy": 0.0, "dropped_energy": 0.0, "jets_truncated": 0} for c in CHANNELS
-        },
+        "channels": {c: {"hits": 0, "energy": 0.0, "dropped_energy": 0.0, "jets_truncated": 0} for c in CHANNELS},
         "hcal_towers": 0,
         "hcal_nonuniform_blocks": 0,
         "hcal_jets_with_nonuniform_blocks": 0,
@@ -213,19 +212,15 @@ def run_task(task: dict) -> dict:
     fitter = TransformFitter()
     stats = _new_stats()
     schema = hit_schema()
-    for chunk in reader.iter(opts["chunk_size"], task["start"], task["stop"]):
+    for chunk in reader.iter(min(opts["chunk_size"], READ_BATCH), task["start"], task["stop"]):
         n = len(chunk)
         rows = chunk.start + np.arange(n, dtype=np.int64)
         bad = np.flatnonzero(chunk.pt <= 0)
         if bad.size:
-            raise E2EInputError(
-                f"non-positive jet pt {chunk.pt[bad[0]]}", path=path, key="pt", row=int(rows[bad[0]])
-            )
+            raise E2EInputError(f"non-positive jet pt {chunk.pt[bad[0]]}", path=path, key="pt", row=int(rows[bad[0]]))
         bad = np.flatnonzero(chunk.m0 < 0)
         if bad.size:
-            raise E2EInputError(
-                f"negative jet mass {chunk.m0[bad[0]]}", path=path, key="m0", row=int(rows[bad[0]])
-            )
+            raise E2EInputError(f"negative jet mass {chunk.m0[bad[0]]}", path=path, key="m0", row=int(rows[bad[0]]))
         batch = images_to_hits(chunk.images, opts["threshold"], opts["negatives"], opts["max_hits"])
         jets = {
             "jet_id": task["jet_id_base"] + rows,
@@ -310,6 +305,7 @@ def preprocess(
     threshold: keep pixels with |E| > threshold GeV (0 = lossless); negatives: "keep" or "drop"
     (drop E < 0); max_hits: keep the N most energetic hits per jet and channel (None = all).
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
@@ -363,7 +359,22 @@ def preprocess(
     meta = {"e2econd": provenance_json(config)}
     schema = hit_schema(meta)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        writers = {s: pq.ParquetWriter(str(tmp / f"{s}.parquet"), schema, compression="zstd") for s in SPLITS}
+        jet_cols = [n for n in schema.names if not n.startswith(tuple(f"{c}_" for c in CHANNELS))]
+        writers = {
+            s: pq.ParquetWriter(
+                str(tmp / f"{s}.parquet"), schema, compression="zstd", use_dictionary=False, write_statistics=jet_cols
+            )
+            for s in SPLITS
+        }
+        buffers: dict[str, list] = {s: [] for s in SPLITS}
+
+        def flush(name: str, at_least: int) -> None:
+            # one row group per ~ROW_GROUP jets: fewer, larger groups write and load faster
+            if buffers[name] and sum(t.num_rows for t in buffers[name]) >= at_least:
+                table = pa.concat_tables(buffers[name]).replace_schema_metadata(schema.metadata)
+                writers[name].write_table(table, row_group_size=table.num_rows)
+                buffers[name] = []
+
         try:
             with tqdm(
                 total=n_total,
@@ -374,10 +385,13 @@ def preprocess(
             ) as bar:
                 for res in _results(tasks, workers):
                     for name, table in res["tables"].items():
-                        writers[name].write_table(table.replace_schema_metadata(schema.metadata))
+                        buffers[name].append(table)
+                        flush(name, ROW_GROUP)
                     fitter.merge(res["fitter"])
                     _merge_stats(stats, res["stats"])
                     bar.update(res["n"])
+            for name in SPLITS:
+                flush(name, 1)
         finally:
             for w in writers.values():
                 w.close()

@@ -23,14 +23,15 @@ def auc_score(labels, scores) -> float:
     return float((ranks[labels].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
-def _train_one(X: np.ndarray, y: np.ndarray, seed: int, hidden: int, max_epochs: int, patience: int,
-               batch_size: int, lr: float) -> float:
+def _train_one(
+    X: np.ndarray, y: np.ndarray, seed: int, hidden: int, max_epochs: int, patience: int, batch_size: int, lr: float
+) -> float:
     import torch
 
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(X))
     n_tr, n_va = int(0.5 * len(X)), int(0.2 * len(X))
-    tr, va, te = idx[:n_tr], idx[n_tr:n_tr + n_va], idx[n_tr + n_va:]
+    tr, va, te = idx[:n_tr], idx[n_tr : n_tr + n_va], idx[n_tr + n_va :]
     mu, sd = X[tr].mean(0), X[tr].std(0)
     sd = np.where(sd > 0, sd, 1.0)
     Xs = torch.as_tensor((X - mu) / sd, dtype=torch.float32)
@@ -38,23 +39,28 @@ def _train_one(X: np.ndarray, y: np.ndarray, seed: int, hidden: int, max_epochs:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     d = X.shape[1]
-    net = torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
-                              torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(d, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.ReLU(),
+        torch.nn.Linear(hidden, 1),
+    )
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     lossf = torch.nn.BCEWithLogitsLoss()
     tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
-    # small samples: smaller batches and at least ~600 optimiser steps (patience ~150 steps) so that
+    # small samples: smaller batches and at least ~400 optimiser steps (patience ~100 steps) so that
     # a few hundred jets still train properly; large samples: max_epochs / patience in epochs
     batch_size = int(min(batch_size, max(32, len(tr) // 8)))
     steps = -(-len(tr) // batch_size)
-    max_epochs = max(max_epochs, -(-600 // steps))
-    patience = max(patience, -(-150 // steps))
+    max_epochs = max(max_epochs, -(-400 // steps))
+    patience = max(patience, -(-100 // steps))
     best, best_state, bad = float("inf"), None, 0
     for _ in range(max_epochs):
         net.train()
         perm = tr_t[torch.randperm(len(tr_t), generator=g)]
         for s in range(0, len(perm), batch_size):
-            b = perm[s:s + batch_size]
+            b = perm[s : s + batch_size]
             opt.zero_grad()
             loss = lossf(net(Xs[b]).squeeze(1), ys[b])
             loss.backward()
@@ -77,8 +83,17 @@ def _train_one(X: np.ndarray, y: np.ndarray, seed: int, hidden: int, max_epochs:
     return auc_score(y[te], scores)
 
 
-def classifier_auc(X_real, X_gen, *, seeds=(0, 1, 2), hidden: int = 64, max_epochs: int = 30,
-                   patience: int = 4, batch_size: int = 512, lr: float = 3e-3) -> dict:
+def classifier_auc(
+    X_real,
+    X_gen,
+    *,
+    seeds=(0, 1, 2),
+    hidden: int = 64,
+    max_epochs: int = 30,
+    patience: int = 4,
+    batch_size: int = 512,
+    lr: float = 3e-3,
+) -> dict:
     """Held-out AUC of an MLP separating X_real (label 0) from X_gen (label 1), over ``seeds``.
 
     Returns {"value": mean AUC, "std": std over seeds, "values": [...]}. Use equal sample sizes.
@@ -95,5 +110,8 @@ def classifier_auc(X_real, X_gen, *, seeds=(0, 1, 2), hidden: int = 64, max_epoc
         vals = [_train_one(X, y, int(s), hidden, max_epochs, patience, batch_size, lr) for s in seeds]
     finally:
         torch.set_num_threads(n_threads)
-    return {"value": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-            "values": [float(v) for v in vals]}
+    return {
+        "value": float(np.mean(vals)),
+        "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+        "values": [float(v) for v in vals],
+    }

@@ -47,6 +47,7 @@ def emd(pts_p, e_p, pts_q, e_q, R: float = 0.8) -> float:
 def emd_pairs(jets_p, jets_q, R: float = 0.8, threads: int = 2, progress=None) -> np.ndarray:
     """EMDs of the pairs (jets_p[i], jets_q[i]); each jet is (points, energies). POT releases the
     GIL, so ``threads`` solve pairs concurrently. ``progress``: optional callable(n_done)."""
+
     def one(pair):
         (pp, ep), (pq, eq) = pair
         return emd(pp, ep, pq, eq, R)

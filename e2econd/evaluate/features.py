@@ -32,15 +32,35 @@ from e2econd.data.geometry import CENTRE, IMAGE_SIZE, N_TOWERS, PIXEL, TOWER
 CHANNELS = ("tracks", "ecal", "hcal")
 #: per-jet scalar features returned by :func:`image_features`
 FEATURE_NAMES = (
-    "E_tracks", "E_ecal", "E_hcal", "E_calo", "E_all",
-    "N_tracks", "N_ecal", "N_hcal", "N_all",
-    "width_tracks", "width_ecal", "width_hcal", "width_all",
-    "mass_calo", "frac_ecal_calo", "ratio_tracks_calo",
+    "E_tracks",
+    "E_ecal",
+    "E_hcal",
+    "E_calo",
+    "E_all",
+    "N_tracks",
+    "N_ecal",
+    "N_hcal",
+    "N_all",
+    "width_tracks",
+    "width_ecal",
+    "width_hcal",
+    "width_all",
+    "mass_calo",
+    "frac_ecal_calo",
+    "ratio_tracks_calo",
 )
 #: the high-level vector used by the Fréchet/kernel distances and the classifier test
 HL_FEATURES = (
-    "E_tracks", "E_ecal", "E_hcal", "N_tracks", "N_ecal", "N_hcal",
-    "width_tracks", "width_ecal", "width_hcal", "mass_calo",
+    "E_tracks",
+    "E_ecal",
+    "E_hcal",
+    "N_tracks",
+    "N_ecal",
+    "N_hcal",
+    "width_tracks",
+    "width_ecal",
+    "width_hcal",
+    "mass_calo",
 )
 
 _idx = np.arange(IMAGE_SIZE, dtype=np.float64)
@@ -53,10 +73,14 @@ TDETA, TDPHI = np.meshgrid((_tidx - CENTRE) * PIXEL, (_tidx - CENTRE) * PIXEL, i
 # per-pixel weights for one float32 matmul over positive pixels: [1, R, 1 - cos φ / cosh η, sin φ / cosh η,
 # tanh η]. With the jet axis along x, E - p_x = Σ E (1 - cos φ / cosh η) is accumulated directly (no
 # cancellation), so m² = D (2E - D) - p_y² - p_z² is accurate in float32 (D = E - p_x).
-_W = np.stack(
-    [np.ones_like(DETA), R_PIX, 1.0 - np.cos(DPHI) / np.cosh(DETA), np.sin(DPHI) / np.cosh(DETA), np.tanh(DETA)],
-    axis=-1,
-).reshape(-1, 5).astype(np.float32)
+_W = (
+    np.stack(
+        [np.ones_like(DETA), R_PIX, 1.0 - np.cos(DPHI) / np.cosh(DETA), np.sin(DPHI) / np.cosh(DETA), np.tanh(DETA)],
+        axis=-1,
+    )
+    .reshape(-1, 5)
+    .astype(np.float32)
+)
 # block-summing matrix: towers = P @ hcal @ P.T
 _P = np.zeros((N_TOWERS, IMAGE_SIZE), dtype=np.float32)
 _P[np.arange(IMAGE_SIZE) // TOWER, np.arange(IMAGE_SIZE)] = 1.0
@@ -146,26 +170,48 @@ def hit_energies(image: np.ndarray) -> dict[str, np.ndarray]:
 
 #: EMD channels: the three detector channels plus the calorimeter at HCAL-tower granularity
 EMD_CHANNELS = ("tracks", "ecal", "hcal", "calo")
+#: default pooling (pixels per side) of Tracks and ECAL for the EMD
+EMD_POOL = 2
 
 
-def jet_deposits(image: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _pooled(e: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positive image (125, 125) -> blocks of k×k pixels: (energy-weighted centroids (m, 2), energies (m,))."""
+    if k == 1:
+        m = e > 0
+        return np.stack([DETA[m], DPHI[m]], axis=1), e[m].astype(np.float64)
+    size = -(-IMAGE_SIZE // k) * k
+    pad = np.zeros((size, size), dtype=np.float64)
+    pad[:IMAGE_SIZE, :IMAGE_SIZE] = e
+    nb = size // k
+    blocks = pad.reshape(nb, k, nb, k)
+    w = blocks.sum(axis=(1, 3))
+    m = w > 0
+    pe = np.zeros((size, size))
+    pe[:IMAGE_SIZE, :IMAGE_SIZE] = DETA
+    pp = np.zeros((size, size))
+    pp[:IMAGE_SIZE, :IMAGE_SIZE] = DPHI
+    ceta = (blocks * pe.reshape(nb, k, nb, k)).sum(axis=(1, 3))[m] / w[m]
+    cphi = (blocks * pp.reshape(nb, k, nb, k)).sum(axis=(1, 3))[m] / w[m]
+    return np.stack([ceta, cphi], axis=1), w[m]
+
+
+def jet_deposits(image: np.ndarray, pool: int = EMD_POOL) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Positive energy deposits of one image for the EMD: {channel: (points (k, 2) [Δη, Δφ], energies (k,))}.
 
-    Tracks and ECAL: pixels. HCAL: towers at their centres. ``calo``: ECAL summed into the HCAL
-    tower grid plus HCAL towers (tower granularity keeps the exact EMD affordable: ~100 points
-    instead of ~700). Negative pixels (calorimeter noise) are dropped before summing.
+    Tracks and ECAL: blocks of ``pool``×``pool`` pixels (1 = single crystals); HCAL: towers;
+    ``calo``: ECAL + HCAL summed into the HCAL tower grid. A block's position is the energy-weighted
+    centroid of its pixels, so pooling only moves energy within a block (≤ pool·0.0174/√2 in ΔR).
+    Pooling keeps the exact EMD affordable: a full-resolution ECAL jet has ~500 positive pixels
+    (~0.1–0.4 s per pair), 2×2 blocks ~200 points (~10× faster, EMD within ~0.5 %). Negative
+    pixels (calorimeter noise) are dropped before pooling.
     """
-    pos = np.clip(np.asarray(image, dtype=np.float32), 0.0, None)
-    out = {}
-    for i, c in enumerate(CHANNELS[:2]):
-        m = pos[i] > 0
-        out[c] = (np.stack([DETA[m], DPHI[m]], axis=1), pos[i][m].astype(np.float64))
-    th = hcal_towers(pos[2][None])[0]
-    tc = th + hcal_towers(pos[1][None])[0]
-    for c, t in (("hcal", th), ("calo", tc)):
-        m = t > 0
-        out[c] = (np.stack([TDETA[m], TDPHI[m]], axis=1), t[m].astype(np.float64))
-    return out
+    pos = np.clip(np.asarray(image, dtype=np.float64), 0.0, None)
+    return {
+        "tracks": _pooled(pos[0], pool),
+        "ecal": _pooled(pos[1], pool),
+        "hcal": _pooled(pos[2], TOWER),
+        "calo": _pooled(pos[1] + pos[2], TOWER),
+    }
 
 
 #: radial bin edges (Δη/Δφ units) used for the radial profile plot

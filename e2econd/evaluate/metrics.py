@@ -35,8 +35,9 @@ def w1(u, v, u_weights=None, v_weights=None) -> float:
     wv = np.ones(len(v)) if v_weights is None else np.asarray(v_weights, dtype=np.float64)
     x = np.concatenate([u, v])
     order = np.argsort(x, kind="stable")
-    return _w1_sorted(x[order], np.concatenate([wu, np.zeros(len(v))])[order],
-                      np.concatenate([np.zeros(len(u)), wv])[order])
+    return _w1_sorted(
+        x[order], np.concatenate([wu, np.zeros(len(v))])[order], np.concatenate([np.zeros(len(u)), wv])[order]
+    )
 
 
 def _w1_sorted(x: np.ndarray, wu: np.ndarray, wv: np.ndarray) -> float:
@@ -122,13 +123,22 @@ def fd_bootstrap(X, Y, n_boot: int, rng: np.random.Generator) -> tuple[float, fl
     """Fréchet distance at the given sample sizes and its bootstrap standard deviation."""
     X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
     val = frechet_distance(X, Y)
-    reps = [frechet_distance(X[rng.integers(0, len(X), len(X))], Y[rng.integers(0, len(Y), len(Y))])
-            for _ in range(n_boot)]
+    reps = [
+        frechet_distance(X[rng.integers(0, len(X), len(X))], Y[rng.integers(0, len(Y), len(Y))]) for _ in range(n_boot)
+    ]
     return val, float(np.std(reps, ddof=1)) if n_boot > 1 else float("nan")
 
 
-def fpd(X, Y, *, min_samples: int | None = None, max_samples: int | None = None, num_batches: int = 10,
-        num_points: int = 10, seed: int = 42) -> tuple[float, float]:
+def fpd(
+    X,
+    Y,
+    *,
+    min_samples: int | None = None,
+    max_samples: int | None = None,
+    num_batches: int = 10,
+    num_points: int = 10,
+    seed: int = 42,
+) -> tuple[float, float]:
     """JetNet-style Fréchet physics distance: FD at batch sizes N (drawn with replacement), linear
     fit of mean FD vs 1/N, intercept = FD at N → ∞ (≥ 0) and its fit error."""
     X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
@@ -139,10 +149,17 @@ def fpd(X, Y, *, min_samples: int | None = None, max_samples: int | None = None,
     sizes = np.unique(np.linspace(min_samples, max_samples, num_points).astype(int))
     vals = []
     for size in sizes:
-        vals.append(np.mean([frechet_distance(X[rng.integers(0, len(X), size)], Y[rng.integers(0, len(Y), size)])
-                             for _ in range(num_batches)]))
-    (a, _b), cov = curve_fit(lambda x, a, b: a + b * x, 1.0 / sizes, np.asarray(vals),
-                             bounds=([0.0, 0.0], [np.inf, np.inf]))
+        vals.append(
+            np.mean(
+                [
+                    frechet_distance(X[rng.integers(0, len(X), size)], Y[rng.integers(0, len(Y), size)])
+                    for _ in range(num_batches)
+                ]
+            )
+        )
+    (a, _b), cov = curve_fit(
+        lambda x, a, b: a + b * x, 1.0 / sizes, np.asarray(vals), bounds=([0.0, 0.0], [np.inf, np.inf])
+    )
     return float(a), float(np.sqrt(cov[0, 0]))
 
 
@@ -156,8 +173,9 @@ def mmd2_poly(X, Y, degree: int = 4) -> float:
     X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
     m, n = len(X), len(Y)
     kxx, kyy, kxy = poly_kernel(X, X, degree), poly_kernel(Y, Y, degree), poly_kernel(X, Y, degree)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                 - 2.0 * kxy.mean())
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2.0 * kxy.mean()
+    )
 
 
 def kpd(X, Y, *, num_batches: int = 10, batch_size: int = 5000, seed: int = 42) -> tuple[float, float]:
@@ -165,8 +183,10 @@ def kpd(X, Y, *, num_batches: int = 10, batch_size: int = 5000, seed: int = 42) 
     replacement) and half the interquartile range as its error."""
     X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
     rng = np.random.default_rng(seed)
-    vals = [mmd2_poly(X[rng.integers(0, len(X), batch_size)], Y[rng.integers(0, len(Y), batch_size)])
-            for _ in range(num_batches)]
+    vals = [
+        mmd2_poly(X[rng.integers(0, len(X), batch_size)], Y[rng.integers(0, len(Y), batch_size)])
+        for _ in range(num_batches)
+    ]
     q25, q50, q75 = np.percentile(vals, [25, 50, 75])
     return float(q50), float((q75 - q25) / 2.0)
 
@@ -190,5 +210,11 @@ def entry(value, value_err, floor, floor_err) -> dict:
     ratio = float(value) / denom if math.isfinite(denom) and denom > 0 else float("nan")
     comb = math.hypot(float(value_err), float(floor_err))
     pull = (float(value) - float(floor)) / comb if comb > 0 else float("nan")
-    return {"value": _f(value), "value_err": _f(value_err), "floor": _f(floor), "floor_err": _f(floor_err),
-            "ratio": _f(ratio), "pull": _f(pull)}
+    return {
+        "value": _f(value),
+        "value_err": _f(value_err),
+        "floor": _f(floor),
+        "floor_err": _f(floor_err),
+        "ratio": _f(ratio),
+        "pull": _f(pull),
+    }

@@ -79,8 +79,13 @@ def _edges(r, g, n=40, q=(0.0, 0.999), log=False):
 
 
 def _feature_grid(out, real, gen, names, fname, xlabels, log=False, logy=False):
-    fig, axes = plt.subplots(2, len(names), figsize=(4 * len(names), 4.5), squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
+    fig, axes = plt.subplots(
+        2,
+        len(names),
+        figsize=(4 * len(names), 4.5),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05},
+    )
     for j, name in enumerate(names):
         r, g = real.feats[name], gen.feats[name]
         bins = _edges(r, g, log=log)
@@ -98,8 +103,13 @@ def mean_images(out, real, gen) -> str:
         vmax = pos.max() if len(pos) else 1.0
         vmin = max(np.quantile(pos, 0.01) if len(pos) else 1e-6, vmax * 1e-6)
         for row, (m, who) in enumerate(((mr, "real"), (mg, "generated"))):
-            im = axes[row, c].imshow(np.where(m[c] > 0, m[c], np.nan), origin="lower", extent=EXTENT,
-                                     norm=LogNorm(vmin=vmin, vmax=vmax), cmap="viridis")
+            im = axes[row, c].imshow(
+                np.where(m[c] > 0, m[c], np.nan),
+                origin="lower",
+                extent=EXTENT,
+                norm=LogNorm(vmin=vmin, vmax=vmax),
+                cmap="viridis",
+            )
             axes[row, c].set_title(f"{LABELS[ch]} mean, {who}")
             fig.colorbar(im, ax=axes[row, c], label="GeV / pixel")
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -124,8 +134,13 @@ def jet_grid(out, real, gen, idx_real, idx_gen) -> str:
             pos = v[v > 0]
             ax = axes[r, c]
             if len(pos):
-                ax.imshow(np.where(v > 0, v, np.nan), origin="lower", extent=EXTENT, cmap="viridis",
-                          norm=LogNorm(vmin=max(pos.min(), pos.max() * 1e-4), vmax=pos.max()))
+                ax.imshow(
+                    np.where(v > 0, v, np.nan),
+                    origin="lower",
+                    extent=EXTENT,
+                    cmap="viridis",
+                    norm=LogNorm(vmin=max(pos.min(), pos.max() * 1e-4), vmax=pos.max()),
+                )
             ax.set_title(f"{who} #{int(i)} {LABELS[ch]}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -152,10 +167,21 @@ def hit_energy(out, real, gen, edges) -> str:
     """Per-hit energy distributions of all jets (positive hits, log bins)."""
     fig, axes = plt.subplots(2, 3, figsize=(12, 4.5), gridspec_kw={"height_ratios": [3, 1], "hspace": 0.05})
     for c, ch in enumerate(F.CHANNELS):
-        _hist_ratio(axes[0, c], axes[1, c], real.hit_hist[c], gen.hit_hist[c], edges, f"{LABELS[ch]} hit E (GeV)",
-                    logx=True, logy=True, counts=True)
-        axes[0, c].set_title(f"{LABELS[ch]} per-hit energy (neg. hits: real {int(real.hit_neg[c])}, "
-                             f"gen {int(gen.hit_neg[c])})", fontsize=8)
+        _hist_ratio(
+            axes[0, c],
+            axes[1, c],
+            real.hit_hist[c],
+            gen.hit_hist[c],
+            edges,
+            f"{LABELS[ch]} hit E (GeV)",
+            logx=True,
+            logy=True,
+            counts=True,
+        )
+        axes[0, c].set_title(
+            f"{LABELS[ch]} per-hit energy (neg. hits: real {int(real.hit_neg[c])}, gen {int(gen.hit_neg[c])})",
+            fontsize=8,
+        )
     return _save(fig, out, "hit_energy.png")
 
 
@@ -177,8 +203,10 @@ def radial_profile(out, real, gen) -> str:
 
 def response(out, cond) -> str | None:
     """Response curves: mean ± std of E_calo/pt and image mass vs requested pt (and mass vs m0)."""
-    panels = [("response_vs_pt", "E_calo/pt", "requested pt (GeV)"),
-              ("response_vs_pt", "mass_calo", "requested pt (GeV)")]
+    panels = [
+        ("response_vs_pt", "E_calo/pt", "requested pt (GeV)"),
+        ("response_vs_pt", "mass_calo", "requested pt (GeV)"),
+    ]
     if cond.get("response_vs_m0"):
         panels.append(("response_vs_m0", "mass_calo", "requested m0 (GeV)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
@@ -205,17 +233,25 @@ def make_all(out, real, gen, emd_vals, cond, *, n_grid, grid_real, grid_gen, hit
     if n_grid > 0:
         p["Random real and generated jets"] = jet_grid(out, real, gen, grid_real, grid_gen)
     p["Total energy per channel (ratio panel with ±20% band)"] = _feature_grid(
-        out, real, gen, ["E_tracks", "E_ecal", "E_hcal", "E_calo", "E_all"], "energy.png", ["GeV"] * 5)
+        out, real, gen, ["E_tracks", "E_ecal", "E_hcal", "E_calo", "E_all"], "energy.png", ["GeV"] * 5
+    )
     p["EMD between jets"] = emd_hist(out, emd_vals)
     p["Hit multiplicity (pixels; HCAL towers)"] = _feature_grid(
-        out, real, gen, ["N_tracks", "N_ecal", "N_hcal", "N_all"], "multiplicity.png", ["hits"] * 4)
+        out, real, gen, ["N_tracks", "N_ecal", "N_hcal", "N_all"], "multiplicity.png", ["hits"] * 4
+    )
     p["Per-hit energy"] = hit_energy(out, real, gen, hit_edges)
     p["Radial profile"] = radial_profile(out, real, gen)
     p["Energy-weighted radial width"] = _feature_grid(
-        out, real, gen, ["width_tracks", "width_ecal", "width_hcal", "width_all"], "width.png", ["ΔR"] * 4)
+        out, real, gen, ["width_tracks", "width_ecal", "width_hcal", "width_all"], "width.png", ["ΔR"] * 4
+    )
     p["Image mass (ECAL+HCAL) and energy fractions"] = _feature_grid(
-        out, real, gen, ["mass_calo", "frac_ecal_calo", "ratio_tracks_calo"], "mass_fractions.png",
-        ["GeV", "E_ECAL / E_calo", "E_tracks / E_calo"])
+        out,
+        real,
+        gen,
+        ["mass_calo", "frac_ecal_calo", "ratio_tracks_calo"],
+        "mass_fractions.png",
+        ["GeV", "E_ECAL / E_calo", "E_tracks / E_calo"],
+    )
     if cond:
         p["Response vs requested conditions (mean ± std)"] = response(out, cond)
     return p

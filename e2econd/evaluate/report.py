@@ -32,10 +32,22 @@ from e2econd.utils import atomic_dir, provenance
 
 #: per-jet features compared with W1 (see features.py for definitions)
 W1_FEATURES = (
-    "E_tracks", "E_ecal", "E_hcal", "E_calo", "E_all",
-    "N_tracks", "N_ecal", "N_hcal", "N_all",
-    "width_tracks", "width_ecal", "width_hcal", "width_all",
-    "mass_calo", "frac_ecal_calo", "ratio_tracks_calo",
+    "E_tracks",
+    "E_ecal",
+    "E_hcal",
+    "E_calo",
+    "E_all",
+    "N_tracks",
+    "N_ecal",
+    "N_hcal",
+    "N_all",
+    "width_tracks",
+    "width_ecal",
+    "width_hcal",
+    "width_all",
+    "mass_calo",
+    "frac_ecal_calo",
+    "ratio_tracks_calo",
 )
 #: log-spaced per-hit energy bins (GeV) for the histograms of all jets
 HIT_EDGES = np.geomspace(1e-3, 1e4, 71)
@@ -85,12 +97,22 @@ def _hit_batch_to_images(batch, path: Path, start: int) -> np.ndarray:
         jet = np.repeat(np.arange(n), lengths)
         ieta, iphi = cols["ieta"].astype(np.int64), cols["iphi"].astype(np.int64)
         size, e = cols["size"].astype(np.int64), cols["e"].astype(np.float64)
-        bad = ~np.isfinite(e) | (ieta < 0) | (iphi < 0) | (ieta + size > F.IMAGE_SIZE) \
-            | (iphi + size > F.IMAGE_SIZE) | ((size != 1) & (size != F.TOWER))
+        bad = (
+            ~np.isfinite(e)
+            | (ieta < 0)
+            | (iphi < 0)
+            | (ieta + size > F.IMAGE_SIZE)
+            | (iphi + size > F.IMAGE_SIZE)
+            | ((size != 1) & (size != F.TOWER))
+        )
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise E2EInputError(f"invalid hit (ieta={ieta[i]}, iphi={iphi[i]}, size={size[i]}, e={e[i]})",
-                                path=path, key=f"{ch}_e", row=start + int(jet[i]))
+            raise E2EInputError(
+                f"invalid hit (ieta={ieta[i]}, iphi={iphi[i]}, size={size[i]}, e={e[i]})",
+                path=path,
+                key=f"{ch}_e",
+                row=start + int(jet[i]),
+            )
         one = size == 1
         flat = [jet[one] * npix + ieta[one] * F.IMAGE_SIZE + iphi[one]]
         wts = [e[one]]
@@ -101,8 +123,7 @@ def _hit_batch_to_images(batch, path: Path, start: int) -> np.ndarray:
             cells = (i5[:, None] + de.ravel()) * F.IMAGE_SIZE + (p5[:, None] + dp.ravel())
             flat.append((j5[:, None] * npix + cells).ravel())
             wts.append(np.repeat(e[~one] / (F.TOWER * F.TOWER), F.TOWER * F.TOWER))
-        img[:, c] = np.bincount(np.concatenate(flat), weights=np.concatenate(wts),
-                                minlength=n * npix).reshape(n, npix)
+        img[:, c] = np.bincount(np.concatenate(flat), weights=np.concatenate(wts), minlength=n * npix).reshape(n, npix)
     return img.reshape(n, 3, F.IMAGE_SIZE, F.IMAGE_SIZE)
 
 
@@ -124,16 +145,21 @@ def _iter_source(path: Path, split: str, chunk_size: int, stop: int):
             if start + batch.num_rows > stop:
                 batch = batch.slice(0, stop - start)
             imgs = _hit_batch_to_images(batch, tp, start)
-            cols = [np.asarray(batch.column(k).to_numpy(zero_copy_only=False), dtype=np.float64)
-                    for k in ("pt", "m0", "y")]
+            cols = [
+                np.asarray(batch.column(k).to_numpy(zero_copy_only=False), dtype=np.float64) for k in ("pt", "m0", "y")
+            ]
             yield imgs, cols[0], cols[1], cols[2]
             start += batch.num_rows
     else:
         from e2econd.data.e2e_io import iter_e2e
 
         for ch in iter_e2e(path, chunk_size, stop=stop):
-            yield (ch.images, np.asarray(ch.pt, np.float64), np.asarray(ch.m0, np.float64),
-                   np.asarray(ch.y, np.float64))
+            yield (
+                ch.images,
+                np.asarray(ch.pt, np.float64),
+                np.asarray(ch.m0, np.float64),
+                np.asarray(ch.y, np.float64),
+            )
 
 
 @dataclass
@@ -191,7 +217,7 @@ def scan(paths: list[Path], counts: list[int], split: str, chunk_size: int, keep
             t = t[t != 0]
             s.hit_hist[2] += np.histogram(t, HIT_EDGES)[0]
             s.hit_neg[2] += np.count_nonzero(t < 0)
-            for j in np.flatnonzero(keep_mask[offset + got: offset + got + n]):
+            for j in np.flatnonzero(keep_mask[offset + got : offset + got + n]):
                 flat = imgs[j].ravel()
                 nz = np.flatnonzero(flat).astype(np.int32)
                 s.kept[offset + got + int(j)] = (nz, flat[nz].copy())
@@ -226,14 +252,13 @@ def _pooled_hits(sample: Sample, idx: np.ndarray) -> dict[str, tuple[np.ndarray,
     return {c: (np.concatenate(vals[c]), np.concatenate(grp[c])) for c in F.CHANNELS}
 
 
-def _emd_sets(sample: Sample, idx: np.ndarray) -> list[dict]:
-    return [F.jet_deposits(sample.image(i)) for i in idx]
+def _emd_sets(sample: Sample, idx: np.ndarray, pool: int) -> list[dict]:
+    return [F.jet_deposits(sample.image(i), pool) for i in idx]
 
 
 def _conditions_ok(real: Sample, gen: Sample) -> bool:
     """True when both samples carry valid (finite, positive) pt and m0 conditions."""
-    return all(np.isfinite(a).all() and (a > 0).all() and len(a) > 0
-               for a in (real.pt, gen.pt, real.m0, gen.m0))
+    return all(np.isfinite(a).all() and (a > 0).all() and len(a) > 0 for a in (real.pt, gen.pt, real.m0, gen.m0))
 
 
 def _conditional(real: Sample, gen: Sample, A, B, G, n_bins: int, n_boot: int, rng) -> dict | None:
@@ -249,12 +274,18 @@ def _conditional(real: Sample, gen: Sample, A, B, G, n_bins: int, n_boot: int, r
     bin_g = np.clip(np.digitize(gen.pt, edges[1:-1]), 0, len(edges) - 2)
     for b in range(len(edges) - 1):
         a_, b_, g_ = A[bin_r[A] == b], B[bin_r[B] == b], G[bin_g[G] == b]
-        rec = {"pt_lo": float(edges[b]), "pt_hi": float(edges[b + 1]), "n_gen": int(len(g_)), "n_ref": int(len(b_)),
-               "n_floor": int(len(a_))}
+        rec = {
+            "pt_lo": float(edges[b]),
+            "pt_hi": float(edges[b + 1]),
+            "n_gen": int(len(g_)),
+            "n_ref": int(len(b_)),
+            "n_floor": int(len(a_)),
+        }
         if min(len(a_), len(b_), len(g_)) >= 5:
             for name in ("E_calo", "mass_calo"):
-                rec[f"w1_{name}"] = _w1_entry(gen.feats[name][g_], real.feats[name][a_], real.feats[name][b_],
-                                              n_boot, rng)
+                rec[f"w1_{name}"] = _w1_entry(
+                    gen.feats[name][g_], real.feats[name][a_], real.feats[name][b_], n_boot, rng
+                )
         out["pt_bins"].append(rec)
 
     def curves(x_r, x_g, edges, qty):
@@ -283,27 +314,48 @@ def _conditional(real: Sample, gen: Sample, A, B, G, n_bins: int, n_boot: int, r
     if m0_ok and np.ptp(real.m0) > 0:
         medges = np.unique(np.quantile(real.m0, np.linspace(0, 1, n_bins + 1)))
         if len(medges) > 2:
-            out["response_vs_m0"] = curves(real.m0, gen.m0, medges,
-                                           {"mass_calo": ("mass_calo", None), "mass_calo/m0": ("mass_calo", "m0")})
+            out["response_vs_m0"] = curves(
+                real.m0, gen.m0, medges, {"mass_calo": ("mass_calo", None), "mass_calo/m0": ("mass_calo", "m0")}
+            )
     return out
 
 
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="jet" if "read" in desc else "pair", leave=False,
-                disable=not enabled, file=None)
+    return tqdm(
+        total=total, desc=desc, unit="jet" if "read" in desc else "pair", leave=False, disable=not enabled, file=None
+    )
 
 
-def evaluate(real, generated, out_dir, *, split: str = "test", chunk_size: int = 256, emd_pairs: int = 500,
-             R: float = 0.8, hit_jets: int = 1000, n_boot: int = 20, seed: int = 0, n_grid: int = 4,
-             pt_bins: int = 5, classifier_seeds: int = 3, max_jets: int | None = None, threads: int = 2,
-             overwrite: bool = False, progress: bool = True, plots: bool = True) -> dict:
+def evaluate(
+    real,
+    generated,
+    out_dir,
+    *,
+    split: str = "test",
+    chunk_size: int = 256,
+    emd_pairs: int = 500,
+    R: float = 0.8,
+    emd_pool: int = F.EMD_POOL,
+    hit_jets: int = 1000,
+    n_boot: int = 20,
+    seed: int = 0,
+    n_grid: int = 4,
+    pt_bins: int = 5,
+    classifier_seeds: int = 3,
+    max_jets: int | None = None,
+    threads: int = 2,
+    overwrite: bool = False,
+    progress: bool = True,
+    plots: bool = True,
+) -> dict:
     """Compare generated with real jets; write plots, ``report.md`` and ``metrics.json`` to ``out_dir``.
 
     ``real``/``generated``: a path or list of paths (E2E files or hit directories; hit
     directories are read at ``split``). ``emd_pairs``: random generated-real and real-real jet
-    pairs for the EMD; ``hit_jets``: jets whose hits enter the per-hit energy W1; ``n_boot``:
+    pairs for the EMD; ``emd_pool``: Tracks/ECAL pixels pooled per side for the EMD; ``hit_jets``:
+    jets whose hits enter the per-hit energy W1; ``n_boot``:
     bootstrap replicas; ``max_jets``: read at most this many jets per sample. Returns the
     metrics dictionary (also written to metrics.json).
     """
@@ -312,10 +364,22 @@ def evaluate(real, generated, out_dir, *, split: str = "test", chunk_size: int =
     gen_paths = [Path(p) for p in ([generated] if isinstance(generated, (str, os.PathLike)) else generated)]
     if not real_paths or not gen_paths:
         raise E2EInputError("need at least one real and one generated input")
-    config = {"real": [str(p) for p in real_paths], "generated": [str(p) for p in gen_paths], "split": split,
-              "chunk_size": chunk_size, "emd_pairs": emd_pairs, "R": R, "hit_jets": hit_jets, "n_boot": n_boot,
-              "seed": seed, "n_grid": n_grid, "pt_bins": pt_bins, "classifier_seeds": classifier_seeds,
-              "max_jets": max_jets}
+    config = {
+        "real": [str(p) for p in real_paths],
+        "generated": [str(p) for p in gen_paths],
+        "split": split,
+        "chunk_size": chunk_size,
+        "emd_pairs": emd_pairs,
+        "R": R,
+        "emd_pool": emd_pool,
+        "hit_jets": hit_jets,
+        "n_boot": n_boot,
+        "seed": seed,
+        "n_grid": n_grid,
+        "pt_bins": pt_bins,
+        "classifier_seeds": classifier_seeds,
+        "max_jets": max_jets,
+    }
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise E2EInputError("output directory exists (use --overwrite)", path=out_dir)
@@ -332,11 +396,13 @@ def evaluate(real, generated, out_dir, *, split: str = "test", chunk_size: int =
     N_r, N_g = sum(cnt_r), sum(cnt_g)
     n = min(N_r // 2, N_g)
     if n < 10:
-        raise E2EInputError(f"too few jets to compare: {N_r} real (need >= 20), {N_g} generated (need >= 10)",
-                            path=real_paths[0] if N_r < 20 else gen_paths[0])
+        raise E2EInputError(
+            f"too few jets to compare: {N_r} real (need >= 20), {N_g} generated (need >= 10)",
+            path=real_paths[0] if N_r < 20 else gen_paths[0],
+        )
     rng = np.random.default_rng(seed)
     perm_r = rng.permutation(N_r)
-    A, B = np.sort(perm_r[:n]), np.sort(perm_r[n:2 * n])
+    A, B = np.sort(perm_r[:n]), np.sort(perm_r[n : 2 * n])
     G = np.sort(rng.permutation(N_g)[:n])
     # random (not sorted) order for the kept subsets
     Ar, Br, Gr = rng.permutation(A), rng.permutation(B), rng.permutation(G)
@@ -357,11 +423,15 @@ def evaluate(real, generated, out_dir, *, split: str = "test", chunk_size: int =
     for name in W1_FEATURES:
         fr, fg = real_s.feats[name], gen_s.feats[name]
         metrics[f"w1_{name}"] = _w1_entry(fg[G], fr[A], fr[B], n_boot, rng)
-    hits_a, hits_b, hits_g = (_pooled_hits(real_s, Ar[:n_hit]), _pooled_hits(real_s, Br[:n_hit]),
-                              _pooled_hits(gen_s, Gr[:n_hit]))
+    hits_a, hits_b, hits_g = (
+        _pooled_hits(real_s, Ar[:n_hit]),
+        _pooled_hits(real_s, Br[:n_hit]),
+        _pooled_hits(gen_s, Gr[:n_hit]),
+    )
     for c in F.CHANNELS:
-        metrics[f"w1_hit_energy_{c}"] = _w1_entry(hits_g[c][0], hits_a[c][0], hits_b[c][0], n_boot, rng,
-                                                   hits_g[c][1], hits_a[c][1], hits_b[c][1])
+        metrics[f"w1_hit_energy_{c}"] = _w1_entry(
+            hits_g[c][0], hits_a[c][0], hits_b[c][0], n_boot, rng, hits_g[c][1], hits_a[c][1], hits_b[c][1]
+        )
     timing["w1"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -387,22 +457,39 @@ def evaluate(real, generated, out_dir, *, split: str = "test", chunk_size: int =
     # classifier inputs too, so that a wrong response p(x | pt) is detected, not only wrong marginals
     conditioned = _conditions_ok(real_s, gen_s)
     X_r, X_g = hl_r, hl_g
+    cond_names: list[str] = []
     if conditioned:
-        X_r = np.column_stack([hl_r, np.log(real_s.pt), np.log(real_s.m0)])
-        X_g = np.column_stack([hl_g, np.log(gen_s.pt), np.log(gen_s.m0)])
+
+        def with_conditions(s: Sample, hl: np.ndarray) -> np.ndarray:
+            resp = [np.log1p(np.clip(s.feats[f"E_{c}"], 0.0, None)) - np.log1p(s.pt) for c in F.CHANNELS]
+            return np.column_stack(
+                [hl, np.log(s.pt), np.log(s.m0), *resp, np.log1p(s.feats["mass_calo"]) - np.log1p(s.m0)]
+            )
+
+        X_r, X_g = with_conditions(real_s, hl_r), with_conditions(gen_s, hl_g)
+        cond_names = ["log pt", "log m0"] + [f"log E_{c}/pt" for c in F.CHANNELS] + ["log mass_calo/m0"]
     auc_v = classifier_auc(X_r[B], X_g[G], seeds=seeds)
     auc_f = classifier_auc(X_r[B], X_r[A], seeds=seeds)
     metrics["classifier_auc_hl"] = M.entry(auc_v["value"], auc_v["std"], auc_f["value"], auc_f["std"])
-    classifier = {"value": auc_v["value"], "std": auc_v["std"], "values": auc_v["values"],
-                  "floor": auc_f["value"], "floor_std": auc_f["std"], "floor_values": auc_f["values"],
-                  "ratio": metrics["classifier_auc_hl"]["ratio"],
-                  "features": list(F.HL_FEATURES) + (["log pt", "log m0"] if conditioned else []),
-                  "note": "held-out AUC of an MLP on high-level features, mean/std over seeds; 0.5 is perfect"}
+    classifier = {
+        "value": auc_v["value"],
+        "std": auc_v["std"],
+        "values": auc_v["values"],
+        "floor": auc_f["value"],
+        "floor_std": auc_f["std"],
+        "floor_values": auc_f["values"],
+        "ratio": metrics["classifier_auc_hl"]["ratio"],
+        "features": list(F.HL_FEATURES) + cond_names,
+        "note": "held-out AUC of an MLP on high-level features, mean/std over seeds; 0.5 is perfect",
+    }
     timing["classifier"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    dep_a, dep_b, dep_g = (_emd_sets(real_s, Ar[:n_pairs]), _emd_sets(real_s, Br[:n_pairs]),
-                           _emd_sets(gen_s, Gr[:n_pairs]))
+    dep_a, dep_b, dep_g = (
+        _emd_sets(real_s, Ar[:n_pairs], emd_pool),
+        _emd_sets(real_s, Br[:n_pairs], emd_pool),
+        _emd_sets(gen_s, Gr[:n_pairs], emd_pool),
+    )
     from e2econd.evaluate.emd import emd_pairs as _emd_pairs
 
     emd_vals: dict[str, dict[str, np.ndarray]] = {}
@@ -412,8 +499,12 @@ def evaluate(real, generated, out_dir, *, split: str = "test", chunk_size: int =
         fv = _emd_pairs([d[c] for d in dep_a], [d[c] for d in dep_b], R, threads, ebar.update)
         emd_vals[c] = {"gen_real": gv, "real_real": fv}
         sq = math.sqrt(n_pairs)
-        e = M.entry(gv.mean(), gv.std(ddof=1) / sq if n_pairs > 1 else float("nan"),
-                    fv.mean(), fv.std(ddof=1) / sq if n_pairs > 1 else float("nan"))
+        e = M.entry(
+            gv.mean(),
+            gv.std(ddof=1) / sq if n_pairs > 1 else float("nan"),
+            fv.mean(),
+            fv.std(ddof=1) / sq if n_pairs > 1 else float("nan"),
+        )
         e["spread"], e["floor_spread"] = float(gv.std()), float(fv.std())
         metrics[f"emd_{c}"] = e
     ebar.close()
@@ -427,20 +518,40 @@ def evaluate(real, generated, out_dir, *, split: str = "test", chunk_size: int =
         "metrics": metrics,
         "classifier_auc": classifier,
         "conditional": cond,
-        "samples": {"real": {"paths": real_s.paths, "n_jets": N_r}, "generated": {"paths": gen_s.paths, "n_jets": N_g},
-                    "n_compare": n, "emd_pairs": n_pairs, "hit_jets": n_hit,
-                    "scheme": "value = metric(G, B), floor = metric(A, B); A, B disjoint random halves of real, "
-                              "G random generated subset; |A| = |B| = |G| = n_compare"},
-        "units": {"E": "GeV", "mass": "GeV", "width": "Delta-eta/phi units", "emd": "GeV",
-                  "N": "hits (pixels; HCAL towers)"},
+        "samples": {
+            "real": {"paths": real_s.paths, "n_jets": N_r},
+            "generated": {"paths": gen_s.paths, "n_jets": N_g},
+            "n_compare": n,
+            "emd_pairs": n_pairs,
+            "emd_pool": emd_pool,
+            "hit_jets": n_hit,
+            "scheme": "value = metric(G, B), floor = metric(A, B); A, B disjoint random halves of real, "
+            "G random generated subset; |A| = |B| = |G| = n_compare",
+        },
+        "units": {
+            "E": "GeV",
+            "mass": "GeV",
+            "width": "Delta-eta/phi units",
+            "emd": "GeV",
+            "N": "hits (pixels; HCAL towers)",
+        },
     }
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         if plots:
             t = time.perf_counter()
             from e2econd.evaluate import plots as P
 
-            result["plots"] = P.make_all(tmp, real_s, gen_s, emd_vals, cond, n_grid=n_grid,
-                                         grid_real=Br[:n_grid], grid_gen=Gr[:n_grid], hit_edges=HIT_EDGES)
+            result["plots"] = P.make_all(
+                tmp,
+                real_s,
+                gen_s,
+                emd_vals,
+                cond,
+                n_grid=n_grid,
+                grid_real=Br[:n_grid],
+                grid_gen=Gr[:n_grid],
+                hit_edges=HIT_EDGES,
+            )
             timing["plots"] = time.perf_counter() - t
         timing["total"] = time.perf_counter() - t0
         result["timing_s"] = {k: round(v, 3) for k, v in timing.items()}
@@ -461,8 +572,13 @@ def _fmt(x, err=None) -> str:
 
 
 _DESCR = {
-    "E": "total energy", "N": "multiplicity", "width": "radial width", "mass": "image mass",
-    "frac": "ECAL / calorimeter energy", "ratio": "tracks / calorimeter energy", "hit": "per-hit energy",
+    "E": "total energy",
+    "N": "multiplicity",
+    "width": "radial width",
+    "mass": "image mass",
+    "frac": "ECAL / calorimeter energy",
+    "ratio": "tracks / calorimeter energy",
+    "hit": "per-hit energy",
 }
 
 
@@ -470,57 +586,87 @@ def render_markdown(result: dict) -> str:
     """The Markdown report: summary, metric table (value, floor, ratio), conditional tables, plots."""
     s = result["samples"]
     lines = [
-        "# e2econd evaluation report", "",
+        "# e2econd evaluation report",
+        "",
         f"- real: {', '.join(s['real']['paths'])} ({s['real']['n_jets']} jets)",
         f"- generated: {', '.join(s['generated']['paths'])} ({s['generated']['n_jets']} jets)",
         f"- compared: n = {s['n_compare']} jets per sample; {s['scheme']}.",
-        f"- EMD on {s['emd_pairs']} random pairs per channel; per-hit energy W1 on the hits of "
+        f"- EMD on {s['emd_pairs']} random pairs per channel (Tracks/ECAL in {s['emd_pool']}×{s['emd_pool']} "
+        "pixel blocks, HCAL and calo in towers); per-hit energy W1 on the hits of "
         f"{s['hit_jets']} jets per sample; errors: bootstrap std (EMD: std of the mean over pairs).",
-        "- ratio = value / max(floor, floor_err): ≈ 1 means indistinguishable from real-vs-real.", "",
+        "- ratio = value / max(floor, floor_err): ≈ 1 means indistinguishable from real-vs-real; "
+        "pull = (value − floor) / sqrt(value_err² + floor_err²): ≲ 2 means consistent with the floor.",
+        "",
     ]
     c = result["classifier_auc"]
-    lines += [f"**Classifier AUC** (high-level features, held-out, {len(c['values'])} seeds): "
-              f"{c['value']:.4f} ± {c['std']:.4f} (floor real-vs-real {c['floor']:.4f} ± {c['floor_std']:.4f}); "
-              "0.5 is perfect.", "",
-              "| metric | value | floor | ratio |", "|---|---|---|---|"]
+    lines += [
+        f"**Classifier AUC** (high-level features, held-out, {len(c['values'])} seeds): "
+        f"{c['value']:.4f} ± {c['std']:.4f} (floor real-vs-real {c['floor']:.4f} ± {c['floor_std']:.4f}); "
+        "0.5 is perfect.",
+        "",
+        "| metric | value | floor | ratio | pull |",
+        "|---|---|---|---|---|",
+    ]
     for name, e in result["metrics"].items():
-        lines.append(f"| {name} | {_fmt(e['value'], e['value_err'])} | {_fmt(e['floor'], e['floor_err'])} | "
-                     f"{_fmt(e['ratio'])} |")
+        lines.append(
+            f"| {name} | {_fmt(e['value'], e['value_err'])} | {_fmt(e['floor'], e['floor_err'])} | {_fmt(e['ratio'])} "
+            f"| {_fmt(e.get('pull'))} |"
+        )
     cond = result.get("conditional")
     if cond:
-        lines += ["", "## Conditional fidelity (bins of requested pt)", "",
-                  "| pt bin (GeV) | n gen | W1 E_calo value | floor | ratio | W1 mass value | floor | ratio |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Conditional fidelity (bins of requested pt)",
+            "",
+            "| pt bin (GeV) | n gen | W1 E_calo value | floor | ratio | W1 mass value | floor | ratio |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for b in cond["pt_bins"]:
             row = f"| {b['pt_lo']:.0f}–{b['pt_hi']:.0f} | {b['n_gen']} |"
             for k in ("w1_E_calo", "w1_mass_calo"):
                 e = b.get(k)
-                row += (f" {_fmt(e['value'], e['value_err'])} | {_fmt(e['floor'], e['floor_err'])} | "
-                        f"{_fmt(e['ratio'])} |") if e else " n/a | n/a | n/a |"
+                row += (
+                    (f" {_fmt(e['value'], e['value_err'])} | {_fmt(e['floor'], e['floor_err'])} | {_fmt(e['ratio'])} |")
+                    if e
+                    else " n/a | n/a | n/a |"
+                )
             lines.append(row)
         rp = cond["response_vs_pt"]
-        lines += ["", "Response vs pt (mean ± std per bin; real | generated):", "",
-                  "| pt (GeV) | E_calo/pt real | E_calo/pt gen | mass real (GeV) | mass gen (GeV) |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Response vs pt (mean ± std per bin; real | generated):",
+            "",
+            "| pt (GeV) | E_calo/pt real | E_calo/pt gen | mass real (GeV) | mass gen (GeV) |",
+            "|---|---|---|---|---|",
+        ]
         for i in range(len(rp["edges"]) - 1):
             r, g = rp["real"], rp["generated"]
-            lines.append(f"| {_fmt(r['x'][i])} | {_fmt(r['E_calo/pt']['mean'][i], r['E_calo/pt']['std'][i])} | "
-                         f"{_fmt(g['E_calo/pt']['mean'][i], g['E_calo/pt']['std'][i])} | "
-                         f"{_fmt(r['mass_calo']['mean'][i], r['mass_calo']['std'][i])} | "
-                         f"{_fmt(g['mass_calo']['mean'][i], g['mass_calo']['std'][i])} |")
+            lines.append(
+                f"| {_fmt(r['x'][i])} | {_fmt(r['E_calo/pt']['mean'][i], r['E_calo/pt']['std'][i])} | "
+                f"{_fmt(g['E_calo/pt']['mean'][i], g['E_calo/pt']['std'][i])} | "
+                f"{_fmt(r['mass_calo']['mean'][i], r['mass_calo']['std'][i])} | "
+                f"{_fmt(g['mass_calo']['mean'][i], g['mass_calo']['std'][i])} |"
+            )
     else:
         lines += ["", "Conditional fidelity: not computed (generated jets carry no valid pt conditions)."]
     if result.get("plots"):
         lines += ["", "## Plots", ""]
         for title, fname in result["plots"].items():
             lines += [f"### {title}", "", f"![{title}]({fname})", ""]
-    lines += ["", "## Definitions", "",
-              "Features are computed from the images (see `e2econd/evaluate/features.py`): totals include negative "
-              "pixels; width, mass and EMD use positive pixels; HCAL multiplicity counts towers; image mass treats "
-              "ECAL+HCAL pixels as massless deposits at (Δη, Δφ) with the jet at η ≈ 0. EMD: energy flow with "
-              "ground distance R_pq/R plus |ΔE| (Komiske–Metodiev), solved exactly with POT; `calo` = ECAL+HCAL at "
-              "HCAL-tower granularity. FD/FPD/KPD on log-scaled high-level features normalised by the real maximum "
-              "(JetNet).", "",
-              f"Timing (s): {json.dumps(result.get('timing_s', {}))}", "",
-              f"Provenance: `{json.dumps(result.get('provenance', {}), default=str)}`", ""]
+    lines += [
+        "",
+        "## Definitions",
+        "",
+        "Features are computed from the images (see `e2econd/evaluate/features.py`): totals include negative "
+        "pixels; width, mass and EMD use positive pixels; HCAL multiplicity counts towers; image mass treats "
+        "ECAL+HCAL pixels as massless deposits at (Δη, Δφ) with the jet at η ≈ 0. EMD: energy flow with "
+        "ground distance R_pq/R plus |ΔE| (Komiske–Metodiev), solved exactly with POT; `calo` = ECAL+HCAL at "
+        "HCAL-tower granularity. FD/FPD/KPD on log-scaled high-level features normalised by the real maximum "
+        "(JetNet).",
+        "",
+        f"Timing (s): {json.dumps(result.get('timing_s', {}))}",
+        "",
+        f"Provenance: `{json.dumps(result.get('provenance', {}), default=str)}`",
+        "",
+    ]
     return "\n".join(lines)

@@ -73,8 +73,9 @@ class ConditionEmbedding(nn.Module):
         x = x.float()
         return net(torch.cat([self.fourier(x), x[:, None]], dim=-1))
 
-    def forward(self, pt: torch.Tensor, m0: torch.Tensor, y: torch.Tensor,
-                drop: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, pt: torch.Tensor, m0: torch.Tensor, y: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
         y = y.long()
         if drop is None:
             drop = torch.zeros_like(y, dtype=torch.bool)

@@ -29,8 +29,13 @@ class MultiplicityModel(nn.Module):
         self.n_classes, self.components, self.hidden = int(n_classes), int(components), int(hidden)
         C, K = len(self.channel_ids), self.components
         self.y_emb = nn.Embedding(self.n_classes, 8)
-        self.net = nn.Sequential(nn.Linear(2 + 8, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, K * (1 + 2 * C)))
+        self.net = nn.Sequential(
+            nn.Linear(2 + 8, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, K * (1 + 2 * C)),
+        )
         self.register_buffer("z_mean", torch.zeros(C))
         self.register_buffer("z_std", torch.ones(C))
         self.register_buffer("n_max", torch.full((C,), 10**6, dtype=torch.long))
@@ -42,8 +47,8 @@ class MultiplicityModel(nn.Module):
         h = torch.cat([pt.to(dev).float()[:, None], m0.to(dev).float()[:, None], self.y_emb(y)], dim=-1)
         out = self.net(h)
         logits = out[:, :K].log_softmax(-1)
-        mu = out[:, K:K + K * C].view(B, K, C)
-        log_sd = out[:, K + K * C:].view(B, K, C).clamp(-7.0, 3.0)
+        mu = out[:, K : K + K * C].view(B, K, C)
+        log_sd = out[:, K + K * C :].view(B, K, C).clamp(-7.0, 3.0)
         return logits, mu, log_sd
 
     def log_prob_z(self, z, pt, m0, y):
@@ -63,7 +68,9 @@ class MultiplicityModel(nn.Module):
         u = torch.rand(counts.shape[0], C, generator=generator, device=self.z_mean.device)
         return -self.log_prob_z(self._z(counts.to(self.z_mean.device), u), pt, m0, y).mean()
 
-    def fit(self, counts, pt, m0, y, steps: int = 1500, lr: float = 3e-3, seed: int = 0, progress=None) -> list[float]:
+    def fit(
+        self, counts, pt, m0, y, steps: int = 1500, lr: float = 3e-3, seed: int = 0, progress=None
+    ) -> list[float]:
         """Full-batch Adam on the train split; returns the loss history (seconds on CPU for ~10^4 jets)."""
         dev = self.z_mean.device
         counts = torch.as_tensor(np.asarray(counts), dtype=torch.long, device=dev)
@@ -71,7 +78,9 @@ class MultiplicityModel(nn.Module):
         m0 = torch.as_tensor(np.asarray(m0), dtype=torch.float32, device=dev)
         y = torch.as_tensor(np.asarray(y), device=dev).long()
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
-            raise ValueError(f"labels y must be in [0, {self.n_classes - 1}], got {int(y.min())}..{int(y.max())}")
+            raise ValueError(
+                f"labels y must be in [0, {self.n_classes - 1}], got {int(y.min())}..{int(y.max())}"
+            )
         with torch.no_grad():
             z = torch.log1p(counts[:, self.channel_ids].float() + 0.5)
             self.z_mean.copy_(z.mean(0))
@@ -80,7 +89,9 @@ class MultiplicityModel(nn.Module):
         gen = torch.Generator(device=dev).manual_seed(int(seed))
         threads = torch.get_num_threads()
         if dev.type == "cpu":
-            torch.set_num_threads(1)  # tiny matmuls: extra threads only add synchronisation (30x on a busy box)
+            torch.set_num_threads(
+                1
+            )  # tiny matmuls: extra threads only add synchronisation (30x on a busy box)
         try:
             return self._fit_loop(counts, pt, m0, y, steps, lr, gen, progress)
         finally:
@@ -124,8 +135,13 @@ class MultiplicityModel(nn.Module):
         return out
 
     def to_dict(self) -> dict:
-        return {"channel_ids": self.channel_ids, "n_classes": self.n_classes, "components": self.components,
-                "hidden": self.hidden, "state": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+        return {
+            "channel_ids": self.channel_ids,
+            "n_classes": self.n_classes,
+            "components": self.components,
+            "hidden": self.hidden,
+            "state": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> MultiplicityModel:

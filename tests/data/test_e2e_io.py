@@ -110,7 +110,7 @@ def test_writer_round_trip_streaming_and_provenance(tmp_path, suffix):
     prov = read_provenance(path)
     assert prov["config"] == {"who": "test"} and "e2econd" in prov
     for chunk in iter_e2e(path, 7):  # chunked reads across writer row groups / HDF5 chunks
-        np.testing.assert_array_equal(chunk.images, x[chunk.start:chunk.start + len(chunk)])
+        np.testing.assert_array_equal(chunk.images, x[chunk.start : chunk.start + len(chunk)])
     if suffix == ".parquet":
         md = pq.ParquetFile(path).metadata
         assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == [3, 8, 8, 8, 3]

@@ -59,7 +59,7 @@ def reference_hits(img: np.ndarray, threshold: float, negatives: str) -> list[di
     d = {}
     for be in range(0, 125, 5):
         for bp in range(0, 125, 5):
-            block = img[2, be:be + 5, bp:bp + 5]
+            block = img[2, be : be + 5, bp : bp + 5]
             if np.all(block == block[0, 0]):
                 v = block[0, 0]
                 if (v > threshold) if negatives == "drop" else (abs(v) > threshold):
@@ -78,8 +78,9 @@ def as_dict(hs) -> dict:
     return {(int(a), int(b), int(s)): float(e) for a, b, s, e in zip(hs.ieta, hs.iphi, hs.size, hs.e)}
 
 
-@pytest.mark.parametrize("name", ["E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101.h5",
-                                  "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102.test.snappy.parquet"])
+@pytest.mark.parametrize(
+    "name", ["E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101.h5", "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102.test.snappy.parquet"]
+)
 def test_shared_data_round_trip_exact(name):
     """image -> hits -> image reproduces every pixel of real-format files bit-for-bit."""
     chunk = read_e2e(shared_data() / name)
@@ -110,8 +111,9 @@ def test_deltas_geometry():
     img[0, 0, 124] = 2.0
     img[2, 60:65, 60:65] = 0.4  # tower whose centre is the image centre
     hs = image_to_hits(img)
-    t = {(int(a), int(b)): (float(de), float(dp)) for a, b, de, dp in zip(hs[0].ieta, hs[0].iphi, hs[0].deta,
-                                                                          hs[0].dphi)}
+    t = {
+        (int(a), int(b)): (float(de), float(dp)) for a, b, de, dp in zip(hs[0].ieta, hs[0].iphi, hs[0].deta, hs[0].dphi)
+    }
     assert t[(62, 62)] == (0.0, 0.0)
     assert t[(0, 124)] == pytest.approx(((0 - CENTRE) * PIXEL, (124 - CENTRE) * PIXEL), abs=1e-6)
     assert hs[2].size.tolist() == [5] and hs[2].ieta.tolist() == [60] and hs[2].deta.tolist() == [0.0]

@@ -9,8 +9,8 @@ import torch
 
 from e2econd.data.e2e_io import E2EWriter, read_e2e
 from e2econd.data.geometry import CHANNELS
-from e2econd.data.hitstore import HitStore
 from e2econd.data.hits import hits_to_image, image_to_hits
+from e2econd.data.hitstore import HitStore
 from e2econd.data.preprocess import preprocess
 from e2econd.data.transforms import fit_transforms
 

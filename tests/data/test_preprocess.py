@@ -70,7 +70,12 @@ def test_manifest_and_layout(shared_hits):
     files = shared_files()
     man = json.loads((shared_hits / "manifest.json").read_text())
     assert sorted(p.name for p in shared_hits.iterdir()) == [
-        "manifest.json", "test.parquet", "train.parquet", "transforms.json", "val.parquet"]
+        "manifest.json",
+        "test.parquet",
+        "train.parquet",
+        "transforms.json",
+        "val.parquet",
+    ]
     n_total = sum(len(read_e2e(f).pt) for f in files)
     assert man["counts"]["n_jets"] == n_total == sum(man["counts"]["splits"].values())
     assert [i["name"] for i in man["inputs"]] == [f.name for f in files]
@@ -84,8 +89,10 @@ def test_manifest_and_layout(shared_hits):
     assert t.num_rows == man["counts"]["splits"]["train"]
     n_ecal = t.column("n_ecal").to_numpy()
     assert np.array_equal(n_ecal, pc_lengths(t.column("ecal_e")))
-    np.testing.assert_allclose(t.column("sum_ecal").to_numpy(),
-                               [float(np.sum(np.asarray(v, np.float64))) for v in t.column("ecal_e").to_pylist()])
+    np.testing.assert_allclose(
+        t.column("sum_ecal").to_numpy(),
+        [float(np.sum(np.asarray(v, np.float64))) for v in t.column("ecal_e").to_pylist()],
+    )
     # split fractions roughly as asked, 0.8/0.1/0.1 over 1000 jets
     assert 0.74 < man["counts"]["splits"]["train"] / n_total < 0.86
     tr = json.loads((shared_hits / "transforms.json").read_text())
@@ -160,13 +167,36 @@ def test_cli_options_threshold_negatives_max_hits(tmp_path):
     f = write_jets(tmp_path / "in.parquet", 30, 3)
     x = read_e2e(f).images
     out = tmp_path / "hits"
-    r = CliRunner().invoke(main, ["preprocess", str(f), "--out", str(out), "--threshold", "0.5",
-                                  "--negatives", "drop", "--max-hits", "12", "--split", "0.5,0.25,0.25",
-                                  "--seed", "7", "-q"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "preprocess",
+            str(f),
+            "--out",
+            str(out),
+            "--threshold",
+            "0.5",
+            "--negatives",
+            "drop",
+            "--max-hits",
+            "12",
+            "--split",
+            "0.5,0.25,0.25",
+            "--seed",
+            "7",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     man = json.loads((out / "manifest.json").read_text())
-    assert man["options"] == {"threshold": 0.5, "negatives": "drop", "max_hits": 12,
-                              "split": [0.5, 0.25, 0.25], "seed": 7, "chunk_size": 256}
+    assert man["options"] == {
+        "threshold": 0.5,
+        "negatives": "drop",
+        "max_hits": 12,
+        "split": [0.5, 0.25, 0.25],
+        "seed": 7,
+        "chunk_size": 256,
+    }
     store = HitStore(out, ["train", "val", "test"])
     for i in range(len(store)):
         img = x[store.jets["row"][i]]
@@ -218,7 +248,7 @@ def bad_corrupt_parquet(p):
     md = pq.ParquetFile(p).metadata
     off = md.row_group(1).column(0).data_page_offset
     data = bytearray(p.read_bytes())
-    data[off:off + 64] = b"\xff" * 64
+    data[off : off + 64] = b"\xff" * 64
     p.write_bytes(bytes(data))
 
 
@@ -347,16 +377,20 @@ def test_bad_input_with_workers_leaves_nothing(tmp_path):
     good = write_jets(tmp_path / "good.parquet", 40, row_group_size=4)
     bad = tmp_path / "bad.h5"
     bad_inf_pixel_h5(bad)
-    r = CliRunner().invoke(main, ["preprocess", str(good), str(bad), "--out", str(tmp_path / "o"), "-j", "2",
-                                  "--chunk-size", "4"])
+    r = CliRunner().invoke(
+        main, ["preprocess", str(good), str(bad), "--out", str(tmp_path / "o"), "-j", "2", "--chunk-size", "4"]
+    )
     assert r.exit_code != 0 and "bad.h5" in r.stderr and "row 9" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5", "good.parquet"]
 
 
 def test_bad_options_and_export_errors(tmp_path):
     good = write_jets(tmp_path / "good.parquet", 4)
-    for args, expect in ((["--split", "0.5,0.5"], "--split"), (["--threshold", "-1"], "--threshold"),
-                         (["--max-hits", "0"], "--max-hits")):
+    for args, expect in (
+        (["--split", "0.5,0.5"], "--split"),
+        (["--threshold", "-1"], "--threshold"),
+        (["--max-hits", "0"], "--max-hits"),
+    ):
         r = CliRunner().invoke(main, ["preprocess", str(good), "--out", str(tmp_path / "o"), *args])
         assert r.exit_code != 0 and expect in r.stderr and not (tmp_path / "o").exists()
     r = CliRunner().invoke(main, ["export", str(tmp_path), "--out", str(tmp_path / "x.parquet")])

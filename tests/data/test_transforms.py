@@ -10,8 +10,8 @@ import torch
 from e2econd.data.transforms import (
     ConditionTransform,
     FeatureTransform,
-    Transforms,
     TransformFitter,
+    Transforms,
 )
 
 
@@ -107,8 +107,10 @@ def test_serialisation_round_trip(tmp_path):
 
 def test_fitter_statistics_and_merge_independent_of_chunking():
     rng = np.random.default_rng(3)
-    data = {c: (rng.normal(0.01 * c, 0.3, 3000), rng.normal(0, 0.5, 3000), rng.lognormal(c - 1, 1.5, 3000))
-            for c in range(3)}
+    data = {
+        c: (rng.normal(0.01 * c, 0.3, 3000), rng.normal(0, 0.5, 3000), rng.lognormal(c - 1, 1.5, 3000))
+        for c in range(3)
+    }
     data[1][2][:300] *= -0.01  # small negatives
     pt, m0 = rng.uniform(100, 900, 500), rng.uniform(5, 200, 500)
 
@@ -123,7 +125,7 @@ def test_fitter_statistics_and_merge_independent_of_chunking():
             total.merge(f)
         for c, (_, _, e) in data.items():
             for k in range(parts):
-                total.update_energy(c, e[k * 3000 // parts:(k + 1) * 3000 // parts])
+                total.update_energy(c, e[k * 3000 // parts : (k + 1) * 3000 // parts])
         return total.result()
 
     one, many = fit(1), fit(7)

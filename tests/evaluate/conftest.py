@@ -43,8 +43,13 @@ def write_h5(path, images, pt, m0=None, y=None) -> None:
 
     n = len(images)
     with h5py.File(path, "w") as f:
-        f.create_dataset("X_jets", data=np.transpose(images, (0, 2, 3, 1)), chunks=(1, 125, 125, 3),
-                         compression="gzip", compression_opts=1)
+        f.create_dataset(
+            "X_jets",
+            data=np.transpose(images, (0, 2, 3, 1)),
+            chunks=(1, 125, 125, 3),
+            compression="gzip",
+            compression_opts=1,
+        )
         f.create_dataset("pt", data=np.asarray(pt, np.float64))
         f.create_dataset("m0", data=np.full(n, 170.0) if m0 is None else np.asarray(m0, np.float64))
         f.create_dataset("y", data=np.ones(n, np.float32) if y is None else np.asarray(y, np.float32))
@@ -53,3 +58,8 @@ def write_h5(path, images, pt, m0=None, y=None) -> None:
 @pytest.fixture(scope="session")
 def synth():
     return synth_images
+
+
+@pytest.fixture(scope="session")
+def h5writer():
+    return write_h5

@@ -16,11 +16,18 @@ def emd_linprog(xp, ep, xq, eq, R):
     c = (cdist(xp, xq) / R).ravel()
     a_ub = np.zeros((n + m, n * m))
     for i in range(n):
-        a_ub[i, i * m:(i + 1) * m] = 1.0
+        a_ub[i, i * m : (i + 1) * m] = 1.0
     for j in range(m):
         a_ub[n + j, j::m] = 1.0
-    res = linprog(c, A_ub=a_ub, b_ub=np.concatenate([ep, eq]), A_eq=np.ones((1, n * m)),
-                  b_eq=[min(ep.sum(), eq.sum())], bounds=(0, None), method="highs")
+    res = linprog(
+        c,
+        A_ub=a_ub,
+        b_ub=np.concatenate([ep, eq]),
+        A_eq=np.ones((1, n * m)),
+        b_eq=[min(ep.sum(), eq.sum())],
+        bounds=(0, None),
+        method="highs",
+    )
     assert res.status == 0
     return res.fun + abs(ep.sum() - eq.sum())
 

@@ -51,7 +51,7 @@ def naive_features(img):
                     psum[c] += e
     for ti in range(25):
         for tj in range(25):
-            if img[2, 5 * ti:5 * ti + 5, 5 * tj:5 * tj + 5].sum(dtype=np.float64) != 0:
+            if img[2, 5 * ti : 5 * ti + 5, 5 * tj : 5 * tj + 5].sum(dtype=np.float64) != 0:
                 n[2] += 1
     for c, name in enumerate(F.CHANNELS):
         out[f"E_{name}"] = tot[c]
@@ -75,8 +75,8 @@ def test_image_features_match_naive_loops(synth):
         ref = naive_features(imgs[k])
         for name, v in ref.items():
             assert f[name][k] == pytest.approx(v, rel=1e-4, abs=1e-5), name
-        np.testing.assert_allclose(f["mass_calo"][k], F.image_mass((imgs[k:k + 1, 1].clip(0) + imgs[k:k + 1, 2]
-                                                                     .clip(0))), rtol=1e-4)
+        calo = imgs[k : k + 1, 1].clip(0) + imgs[k : k + 1, 2].clip(0)
+        np.testing.assert_allclose(f["mass_calo"][k], F.image_mass(calo)[0], rtol=1e-4)
     assert f["width_tracks"][1] == 0.0 and f["N_tracks"][1] == 0
     H = F.hl_matrix(f)
     assert H.shape == (3, len(F.HL_FEATURES)) and np.isfinite(H).all()
@@ -92,6 +92,17 @@ def test_hcal_towers_and_deposits(synth):
         assert dep[name][1].sum() == pytest.approx(pos[c].sum(dtype=np.float64), rel=1e-5)
         assert (dep[name][1] > 0).all()
     assert dep["calo"][1].sum() == pytest.approx(pos[1:].sum(dtype=np.float64), rel=1e-5)
+    # pooled blocks keep the energy-weighted centroid (first moment) of the channel
+    for name, c in (("tracks", 0), ("ecal", 1)):
+        pts, e = dep[name]
+        ref = np.array([(pos[c] * F.DETA).sum(), (pos[c] * F.DPHI).sum()]) / pos[c].sum()
+        np.testing.assert_allclose(pts.T @ e / e.sum(), ref, atol=1e-6)
+    single = F.jet_deposits(imgs[0], pool=1)["ecal"]
+    assert len(single[1]) == np.count_nonzero(pos[1]) > len(dep["ecal"][1])
+    # HCAL towers of uniform blocks sit at the tower centres
+    hp = dep["hcal"][0]
+    tower_index = (hp / P + 60.0) / 5.0  # tower i is centred at pixel 5 i + 2 = 62 + Δ/P
+    np.testing.assert_allclose(tower_index, np.round(tower_index), atol=1e-4)
     # a tower centre: block starting at pixel 60 is centred on the axis
     assert np.isclose(F.TDETA[12, 12], 0.0) and np.isclose(F.TDPHI[12, 13], 5 * P)
     h = F.hit_energies(imgs[0])

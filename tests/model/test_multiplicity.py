@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from e2econd.model import MultiplicityModel
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is fastest and avoids oversubscribing the shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _data(n=3000, seed=0):
@@ -38,7 +48,9 @@ def test_fit_reproduces_marginals_and_pt_dependence():
     hist = m.fit(counts, pt, m0, y, steps=400, lr=5e-3, seed=0)
     assert hist[-1] < hist[0]
     # sample at the training conditions: marginals of log n match
-    s = m.sample(torch.tensor(pt), torch.tensor(m0), torch.tensor(y), generator=torch.Generator().manual_seed(1))
+    s = m.sample(
+        torch.tensor(pt), torch.tensor(m0), torch.tensor(y), generator=torch.Generator().manual_seed(1)
+    )
     assert s.shape == (len(pt), 3) and s.dtype == torch.int64
     assert torch.all(s[:, 0] == 0)  # tracks not modelled
     s = s.numpy()

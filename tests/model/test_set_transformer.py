@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from e2econd.config import ModelConfig
@@ -9,6 +10,15 @@ from e2econd.diffusion.schedule import CosineSchedule, q_sample, v_target
 from e2econd.model import SetTransformer
 
 CFG = ModelConfig(width=32, blocks=2, heads=4, cond_width=32, fourier_features=8)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is fastest and avoids oversubscribing the shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _model(seed: int = 0) -> SetTransformer:
@@ -28,8 +38,11 @@ def _inputs(lengths, n=None, seed=1):
     x = torch.randn(B, N, 3, generator=g)
     ch = torch.randint(0, 3, (B, N), generator=g)
     t = torch.rand(B, generator=g)
-    cond = {"pt": torch.randn(B, generator=g), "m0": torch.randn(B, generator=g),
-            "y": torch.randint(0, 2, (B,), generator=g)}
+    cond = {
+        "pt": torch.randn(B, generator=g),
+        "m0": torch.randn(B, generator=g),
+        "y": torch.randint(0, 2, (B,), generator=g),
+    }
     return x, ch, torch.tensor(lengths), t, cond
 
 
@@ -56,7 +69,13 @@ def test_jets_are_independent_and_padding_is_inert():
     x, ch, L, t, cond = _inputs([7, 4, 10, 1], n=12)
     v = m(x, ch, L, t, cond)
     for b, n in enumerate(L.tolist()):
-        one = m(x[b:b + 1, :n], ch[b:b + 1, :n], L[b:b + 1], t[b:b + 1], {k: c[b:b + 1] for k, c in cond.items()})
+        one = m(
+            x[b : b + 1, :n],
+            ch[b : b + 1, :n],
+            L[b : b + 1],
+            t[b : b + 1],
+            {k: c[b : b + 1] for k, c in cond.items()},
+        )
         torch.testing.assert_close(v[b, :n], one[0], rtol=1e-5, atol=1e-6)
         assert torch.all(v[b, n:] == 0)
     # change jet 2 (hits, channel, padding garbage, conditions): jets 0, 1, 3 are unchanged
@@ -144,6 +163,6 @@ def test_overfit_tiny_fixed_batch():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[0] > 0.3
     assert losses[-1] < 0.01 * losses[0], (losses[0], losses[-1])

@@ -176,9 +176,9 @@ def test_random_sizes(dtype):
         scale = float(torch.rand((), generator=gen)) + 0.05
         q, k, v, L = make_padded(lengths, H, D, dtype, seed=100 + trial)
         g = torch.randn(q.shape, dtype=dtype, generator=gen)
-        res = grads(lambda a, b, c, lens: masked_attention(a, b, c, lens, scale), (q, k, v, L), g)
+        res = grads(lambda a, b, c, lens, s=scale: masked_attention(a, b, c, lens, s), (q, k, v, L), g)
         with reference_mode():
-            ref = grads(lambda a, b, c, lens: masked_attention(a, b, c, lens, scale), (q, k, v, L), g)
+            ref = grads(lambda a, b, c, lens, s=scale: masked_attention(a, b, c, lens, s), (q, k, v, L), g)
         for a, b in zip(res, ref):
             assert rel(a, b) <= TOL[dtype], (trial, lengths)
 

@@ -1,0 +1,72 @@
+"""Config: presets validate, JSON round trip, bad values -> one-line E2EInputError naming the key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from e2econd import config as C
+from e2econd.errors import E2EInputError
+
+
+def test_presets_valid_and_round_trip(tmp_path):
+    for name in ("cpu", "gpu"):
+        cfg = C.validate(C.preset(name))
+        p = tmp_path / f"{name}.json"
+        C.save(cfg, p)
+        assert C.load(p).to_dict() == cfg.to_dict()
+    assert C.preset("gpu").model.width > C.preset("cpu").model.width
+
+
+def test_partial_file_on_preset(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"preset": "cpu", "train": {"lr": 0.01}, "data": {"channels": "ecal,hcal"}}))
+    cfg = C.load(p)
+    assert cfg.train.lr == 0.01 and cfg.model.blocks == C.preset("cpu").model.blocks
+    assert cfg.data.channels == ["ecal", "hcal"] and cfg.channel_ids == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "spec,expect",
+    [
+        ("all", ["tracks", "ecal", "hcal"]),
+        ("hcal,ecal", ["ecal", "hcal"]),
+        ("Tracks", ["tracks"]),
+        (["ecal"], ["ecal"]),
+    ],
+)
+def test_parse_channels(spec, expect):
+    assert C.parse_channels(spec) == expect
+
+
+@pytest.mark.parametrize(
+    "patch,key",
+    [
+        ({"train": {"lr": -1e-3}}, "train.lr"),
+        ({"data": {"channels": ["ecal", "muons"]}}, "channels"),
+        ({"model": {"width": 30, "heads": 4}}, "model.width"),
+        ({"train": {"batch_size": 0}}, "train.batch_size"),
+        ({"train": {"ema_decay": 1.5}}, "train.ema_decay"),
+        ({"train": {"cond_drop": 1.0}}, "train.cond_drop"),
+        ({"train": {"max_steps": "many"}}, "train.max_steps"),
+        ({"train": {"learning_rate": 1}}, "train.learning_rate"),
+        ({"optimiser": {}}, "optimiser"),
+    ],
+)
+def test_bad_values(tmp_path, patch, key):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(patch))
+    with pytest.raises(E2EInputError) as ei:
+        C.load(p)
+    msg = str(ei.value)
+    assert "\n" not in msg and str(p) in msg and key in msg
+
+
+def test_bad_json_and_missing(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text("{not json")
+    with pytest.raises(E2EInputError, match="not valid JSON"):
+        C.load(p)
+    with pytest.raises(E2EInputError, match="not found"):
+        C.load(tmp_path / "missing.json")

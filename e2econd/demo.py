@@ -84,7 +84,7 @@ def run_demo(opts: DemoOptions) -> dict:
     if last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
         target = opts.max_steps or ck["config"]["train"]["max_steps"]
-        if int(ck["step"]) >= target:
+        if ck.get("finished") or int(ck["step"]) >= target:
             _done(t0, f"reusing {run} (step {ck['step']})")
         else:
             train(data, run, resume=True, device=opts.device, max_steps=target)

@@ -446,8 +446,11 @@ def train(
         model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas), weight_decay=cfg.train.weight_decay
     )
     tr = cfg.train
+    # The cosine decays to its floor at horizon["steps"]; under a time limit the horizon is pulled in
+    # to the steps that fit the remaining time, so a time-limited run still ends with a small lr.
+    horizon = {"steps": tr.max_steps}
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, tr.warmup_steps, tr.max_steps, tr.min_lr_ratio)
+        opt, lambda s: lr_factor(s, tr.warmup_steps, horizon["steps"], tr.min_lr_ratio)
     )
     start = 0
     if ck is not None:
@@ -526,6 +529,8 @@ def train(
             "format": CHECKPOINT_FORMAT,
             "version": __version__,
             "step": step,
+            "planned_end": end,  # < max_steps when a time limit ended the run early
+            "finished": step >= end and stop_at is None,
             "model": model.state_dict(),
             "ema": ema.state_dict(),
             "optimizer": opt.state_dict(),
@@ -596,14 +601,18 @@ def train(
         n_acc += 1
         if pbar is not None:
             pbar.update(1)
-        out_of_time = tr.time_limit_min > 0 and time.time() - t_start > 60 * tr.time_limit_min
-        if ddp and tr.time_limit_min > 0:  # all ranks must stop at the same step
-            flag = torch.tensor([float(out_of_time)], device=dev)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            out_of_time = bool(flag.item())
-        if out_of_time and done < end:
-            log({"event": "time_limit", "step": done, "minutes": tr.time_limit_min})
-            end = done
+        if tr.time_limit_min > 0 and (done - start) % 10 == 0 and done < end:
+            # re-plan: how many more steps fit the time limit at the rate measured so far
+            elapsed = time.time() - t_start
+            fit = done + int((60 * tr.time_limit_min - elapsed) / (elapsed / (done - start)))
+            if ddp:  # all ranks must agree on the same end step
+                ft = torch.tensor([float(fit)], device=dev)
+                torch.distributed.all_reduce(ft, op=torch.distributed.ReduceOp.MIN)
+                fit = int(ft.item())
+            if fit < end:
+                end = max(fit, done)
+                horizon["steps"] = max(end, tr.warmup_steps + 1)
+                log({"event": "time_limit", "step": done, "planned_end": end, "minutes": tr.time_limit_min})
         if done % tr.log_every == 0 or done == end:
             dt = max(time.time() - t_log, 1e-9)
             row = {

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import importlib.metadata as _metadata
 import json
 import os
 import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from e2econd._version import __version__
 
@@ -36,11 +38,11 @@ def provenance(config: dict[str, Any] | None = None, timestamp: bool = True) -> 
         record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     for mod in ("torch", "numpy", "pyarrow", "h5py"):
         m = sys.modules.get(mod)
-        if m is None:
-            with contextlib.suppress(Exception):
-                m = __import__(mod)
         if m is not None:
             record[mod] = getattr(m, "__version__", "unknown")
+        else:  # read the installed version without importing (torch alone costs seconds and 0.5 GB)
+            with contextlib.suppress(Exception):
+                record[mod] = _metadata.version(mod)
     if "torch" in sys.modules:
         with contextlib.suppress(Exception):
             from e2econd.ops import backend
@@ -55,6 +57,12 @@ def provenance_json(config: dict[str, Any] | None = None, timestamp: bool = True
     return json.dumps(provenance(config, timestamp), sort_keys=True, default=str)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it to ``path`` on success, delete it on error."""
@@ -63,6 +71,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -78,6 +87,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
         if path.exists():

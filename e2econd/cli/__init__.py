@@ -19,11 +19,13 @@ from e2econd.errors import E2EInputError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("e2econd.cli.info", "info", "Versions, kernels built and loaded, devices seen."),
     "make-data": ("e2econd.cli.make_data", "make_data", "Generate E2E jets: Pythia 8 + anti-kt + CMS-like detector."),
-    "preprocess": ("e2econd.cli.preprocess", "preprocess", "E2E files (Parquet/HDF5) -> hit-set directory with splits and transforms."),
+    "preprocess": ("e2econd.cli.preprocess", "preprocess",
+                   "E2E files (Parquet/HDF5) -> hit-set directory with splits and transforms."),
     "export": ("e2econd.cli.preprocess", "export", "Hit-set directory -> E2E images (Parquet or HDF5)."),
     "train": ("e2econd.cli.train", "train", "Train the conditional diffusion model (CPU, GPU, or torchrun DDP)."),
     "sample": ("e2econd.cli.sample", "sample", "Generate jets for requested conditions and write E2E files."),
-    "evaluate": ("e2econd.cli.evaluate", "evaluate", "Compare generated with real jets: metrics with floors, plots, report."),
+    "evaluate": ("e2econd.cli.evaluate", "evaluate",
+                 "Compare generated with real jets: metrics with floors, plots, report."),
     "demo": ("e2econd.cli.demo", "demo", "The whole pipeline on the embedded top-jet data, in one command."),
 }
 
@@ -39,9 +41,11 @@ class LazyGroup(click.Group):
         try:
             cmd = getattr(importlib.import_module(module), attr)
         except ImportError as exc:  # a command whose optional dependency is missing
+            reason = f"'{name}' is unavailable: {exc}"
+
             @click.command(name=name, help=short, short_help=short)
             def cmd():
-                raise click.ClickException(f"'{name}' is unavailable: {exc}")
+                raise click.ClickException(reason)
         cmd.short_help = short
         return cmd
 

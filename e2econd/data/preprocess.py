@@ -421,14 +421,4 @@ def preprocess(
             "provenance": provenance(config),
         }
         write_json_atomic(tmp / "manifest.json", manifest)
-        _apply_umask(tmp)
     return manifest
-
-
-def _apply_umask(directory: Path) -> None:
-    """Temporary files/dirs are created private (0600/0700); give the result the usual permissions."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(directory, 0o777 & ~mask)
-    for f in directory.iterdir():
-        os.chmod(f, 0o666 & ~mask)

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from e2econd.data.geometry import CENTRE, IMAGE_SIZE, N_TOWERS, PIXEL, TOWER
+from e2econd.data.geometry import CENTRE, CHANNELS, IMAGE_SIZE, N_TOWERS, PIXEL, TOWER
 
-CHANNELS = ("tracks", "ecal", "hcal")
 #: per-jet scalar features returned by :func:`image_features`
 FEATURE_NAMES = (
     "E_tracks",

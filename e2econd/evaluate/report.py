@@ -30,7 +30,8 @@ from e2econd.evaluate import features as F
 from e2econd.evaluate import metrics as M
 from e2econd.utils import atomic_dir, provenance
 
-#: per-jet features compared with W1 (see features.py for definitions)
+#: per-jet features compared with W1: all of them (see features.py for definitions)
+W1_FEATURES = F.FEATURE_NAMES
 W1_FEATURES = (
     "E_tracks",
     "E_ecal",

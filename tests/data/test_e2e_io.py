@@ -4,8 +4,6 @@ atomic streaming writer with provenance, detection by content."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pyarrow as pa
@@ -14,15 +12,6 @@ import pytest
 
 from e2econd.data.e2e_io import E2EWriter, count_jets, detect_format, iter_e2e, read_e2e, read_provenance
 from e2econd.errors import E2EInputError
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def shared_data() -> Path:
-    for cand in (REPO / "shared" / "data", REPO.parent / "shared" / "data"):
-        if cand.is_dir():
-            return cand
-    raise AssertionError(f"shared data directory missing (looked in {REPO}/shared/data and ../shared/data)")
 
 
 def jets(n: int, seed: int = 0):
@@ -46,7 +35,7 @@ def write_parquet_variant(path, x, pt, m0, y, *, leaf, compliant, rows_per_group
     pq.write_table(t, path, row_group_size=rows_per_group, use_compliant_nested_type=compliant)
 
 
-def test_shared_parquet_and_hdf5_hold_the_same_jets():
+def test_shared_parquet_and_hdf5_hold_the_same_jets(shared_data):
     d = shared_data()
     for stem in ("E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101", "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102"):
         p, h = d / f"{stem}.test.snappy.parquet", d / f"{stem}.h5"

@@ -3,8 +3,6 @@ HCAL towers, zero suppression, --max-hits energy accounting, snapping of continu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -19,15 +17,6 @@ from e2econd.data.hits import (
     snap,
     snap_batch,
 )
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def shared_data() -> Path:
-    for cand in (REPO / "shared" / "data", REPO.parent / "shared" / "data"):
-        if cand.is_dir():
-            return cand
-    raise AssertionError(f"shared data directory missing (looked in {REPO}/shared/data and ../shared/data)")
 
 
 def synthetic_images(n: int, seed: int = 0) -> np.ndarray:
@@ -81,7 +70,7 @@ def as_dict(hs) -> dict:
 @pytest.mark.parametrize(
     "name", ["E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101.h5", "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102.test.snappy.parquet"]
 )
-def test_shared_data_round_trip_exact(name):
+def test_shared_data_round_trip_exact(name, shared_data):
     """image -> hits -> image reproduces every pixel of real-format files bit-for-bit."""
     chunk = read_e2e(shared_data() / name)
     assert len(chunk) >= 200

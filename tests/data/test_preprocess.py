@@ -20,17 +20,9 @@ from e2econd.data.e2e_io import E2EWriter, read_e2e
 from e2econd.data.hitstore import HitStore
 from e2econd.data.preprocess import assign_split, preprocess
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def shared_data() -> Path:
-    for cand in (REPO / "shared" / "data", REPO.parent / "shared" / "data"):
-        if cand.is_dir():
-            return cand
-    raise AssertionError(f"shared data directory missing (looked in {REPO}/shared/data and ../shared/data)")
-
-
-def shared_files() -> list[Path]:
+def shared_files(shared_data) -> list[Path]:
+    """The shared real-format files; ``shared_data`` is the conftest fixture (a function)."""
     d = shared_data()
     files = sorted(d.glob("*.parquet")) + sorted(d.glob("*.h5"))
     assert len(files) >= 4, files
@@ -56,9 +48,9 @@ def write_jets(path: Path, n: int = 20, seed: int = 0, **kw) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shared_hits(tmp_path_factory) -> Path:
+def shared_hits(tmp_path_factory, shared_data) -> Path:
     out = tmp_path_factory.mktemp("pp") / "hits"
-    preprocess(shared_files(), out, progress=False)
+    preprocess(shared_files(shared_data), out, progress=False)
     return out
 
 
@@ -66,8 +58,8 @@ def shared_hits(tmp_path_factory) -> Path:
 # round trip on the shared data
 
 
-def test_manifest_and_layout(shared_hits):
-    files = shared_files()
+def test_manifest_and_layout(shared_hits, shared_data):
+    files = shared_files(shared_data)
     man = json.loads((shared_hits / "manifest.json").read_text())
     assert sorted(p.name for p in shared_hits.iterdir()) == [
         "manifest.json",
@@ -106,8 +98,8 @@ def pc_lengths(col):
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".h5"])
-def test_export_reproduces_inputs_exactly(shared_hits, tmp_path, suffix):
-    files = shared_files()
+def test_export_reproduces_inputs_exactly(shared_hits, tmp_path, suffix, shared_data):
+    files = shared_files(shared_data)
     originals = [read_e2e(f) for f in files]
     out = tmp_path / f"back{suffix}"
     r = CliRunner().invoke(main, ["export", str(shared_hits), "--out", str(out)])

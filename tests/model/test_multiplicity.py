@@ -8,14 +8,7 @@ import torch
 
 from e2econd.model import MultiplicityModel
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and avoids oversubscribing the shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch uses one thread
 
 
 def _data(n=3000, seed=0):

@@ -12,13 +12,7 @@ from e2econd.model import SetTransformer
 CFG = ModelConfig(width=32, blocks=2, heads=4, cond_width=32, fourier_features=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and avoids oversubscribing the shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: torch uses one thread
 
 
 def _model(seed: int = 0) -> SetTransformer:

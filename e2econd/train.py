@@ -563,7 +563,7 @@ def train(
     last_val = None
     t_log, jets_acc, hits_acc, loss_acc, n_acc = time.time(), 0, 0, 0.0, 0
     model.train()
-    end = tr.max_steps if stop_at is None else min(tr.max_steps, stop_at)
+    end = end_steps = tr.max_steps if stop_at is None else min(tr.max_steps, stop_at)
     t_start = time.time()
     for step in range(start, end):
         gidx = usable[batcher.batch(step)]
@@ -609,8 +609,9 @@ def train(
                 ft = torch.tensor([float(fit)], device=dev)
                 torch.distributed.all_reduce(ft, op=torch.distributed.ReduceOp.MIN)
                 fit = int(ft.item())
-            if fit < end:
-                end = max(fit, done)
+            new_end = max(min(fit, end_steps), done)  # may move both ways as the measured rate changes
+            if new_end != end:
+                end = new_end
                 horizon["steps"] = max(end, tr.warmup_steps + 1)
                 log({"event": "time_limit", "step": done, "planned_end": end, "minutes": tr.time_limit_min})
         if done % tr.log_every == 0 or done == end:

@@ -100,6 +100,23 @@ inline double exp2_row(double* s, int n_valid, int n, double c, double sub) {
   return sum;
 }
 
+// max(init, s[0..n)) for n % W == 0.
+inline float row_max(const float* s, int n, float init) {
+  f8 mx = (f8){} + init;
+  for (int j = 0; j < n; j += 8) {
+    const f8 x = vload<f8>(s + j);
+    mx = x > mx ? x : mx;
+  }
+  float r = init;
+  for (int w = 0; w < 8; ++w) r = std::max(r, mx[w]);
+  return r;
+}
+inline double row_max(const double* s, int n, double init) {
+  double r = init;
+  for (int j = 0; j < n; ++j) r = std::max(r, s[j]);
+  return r;
+}
+
 // C[m x n] (= or +=) A[m x K] * B[K x n], with A read at A[r*ars + k*acs] (so a transposed
 // operand needs no copy), B row stride ldb, C row stride ldc, n % W == 0.
 template <typename T, int R, int CV, bool ACC>
@@ -227,7 +244,7 @@ void fwd_task(const FwdArgs<T>& a, const Job& job, int64_t h, int64_t i0, Scratc
   T* vs = sc.vs.data();
   T* s = sc.s.data();
   T m[BQ], l[BQ];
-  load_rows(a.q, job.pos, h, i0, bq, bq, D, dp, T(1), qs);
+  load_rows(a.q, job.pos, h, i0, bq, bq, D, dp, c, qs);  // scores come out in log2 units
   for (int r = 0; r < bq; ++r) {
     m[r] = -INFINITY;
     l[r] = T(0);
@@ -238,13 +255,13 @@ void fwd_task(const FwdArgs<T>& a, const Job& job, int64_t h, int64_t i0, Scratc
     const int bkp = round_up(bk, W);
     load_rows_t(a.k, job.pos, h, k0, bk, bkp, D, dp, BK, kt);
     load_rows(a.v, job.pos, h, k0, bk, bkp, D, dp, T(1), vs);
-    gemm<T, false>(bq, bkp, D, qs, dp, 1, kt, BK, s, BK);  // raw scores q.k
+    gemm<T, false>(bq, bkp, D, qs, dp, 1, kt, BK, s, BK);  // scores q.k * scale * log2(e)
     for (int r = 0; r < bq; ++r) {
       T* sr = s + r * BK;
-      T mx = m[r];
-      for (int j = 0; j < bk; ++j) mx = std::max(mx, sr[j] * c);
+      for (int j = bk; j < bkp; ++j) sr[j] = -INFINITY;  // padded keys of the last tile
+      const T mx = row_max(sr, bkp, m[r]);
       const T alpha = m[r] == -INFINITY ? T(0) : std::exp2(m[r] - mx);
-      const T sum = exp2_row(sr, bk, bkp, c, mx);
+      const T sum = exp2_row(sr, bk, bkp, T(1), mx);
       l[r] = l[r] * alpha + sum;
       m[r] = mx;
       if (alpha != T(1)) {

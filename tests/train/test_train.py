@@ -248,6 +248,23 @@ def test_resume_is_exact(data_dir, tmp_path):
     assert not torch.equal(m1["out.weight"], torch.zeros_like(m1["out.weight"]))  # it did train
 
 
+def test_time_limit_plans_the_cosine_to_end_in_time(data_dir, tmp_path):
+    """A time-limited run stops near its limit with the learning rate decayed, and says it is finished."""
+    import time
+
+    limit_min = 0.05  # 3 s
+    cfg = tiny_config(max_steps=100000, time_limit_min=limit_min, val_every=100000, ckpt_every=100000,
+                      warmup_steps=2, min_lr_ratio=0.05, lr=1e-3)
+    t0 = time.time()
+    train(data_dir, tmp_path / "run", cfg, progress=False)
+    wall = time.time() - t0
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    assert ck["finished"] and 10 <= ck["step"] == ck["planned_end"] < 100000
+    assert wall < 60 * limit_min + 20  # set-up (multiplicity fit, data) comes on top of the limit
+    lr_end = ck["optimizer"]["param_groups"][0]["lr"]
+    assert lr_end < 0.2 * 1e-3, "the cosine should have decayed by the planned end"
+
+
 def test_load_run_rejects_incompatible_checkpoint(data_dir, tmp_path):
     run = tmp_path / "r"
     train(data_dir, run, tiny_config(max_steps=1), progress=False)

@@ -25,7 +25,7 @@ class DemoOptions:
     seed: int = 1
     workers: int = 2
     sample_pt: float = 400.0
-    sample_n: int = 1000
+    sample_n: int = 300
     sampler: str = "dpmpp2m"
     steps: int | None = None
     max_steps: int | None = None  # override the preset's training steps

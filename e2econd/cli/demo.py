@@ -18,12 +18,14 @@ import click
 @click.option("--sampler", default="dpmpp2m", show_default=True)
 @click.option("--steps", type=int, default=None, help="Sampler steps (default per sampler).")
 @click.option("--max-steps", type=int, default=None, help="Override the preset's training steps.")
-def demo(workdir, jets, preset, channels, device, seed, workers, sampler, steps, max_steps):
+@click.option("--sample-n", default=300, show_default=True, help="Jets generated at --pt 400.")
+def demo(workdir, jets, preset, channels, device, seed, workers, sampler, steps, max_steps, sample_n):
     """make-data -> preprocess -> train -> sample --pt 400 / --conditions-from test -> evaluate."""
     from e2econd.demo import DemoOptions, ratio_table, run_demo
 
     summary = run_demo(DemoOptions(workdir=workdir, jets=jets, preset=preset, channels=channels, device=device,
-                                   seed=seed, workers=workers, sampler=sampler, steps=steps, max_steps=max_steps))
+                                   seed=seed, workers=workers, sampler=sampler, steps=steps, max_steps=max_steps,
+                                   sample_n=sample_n))
     click.echo(f"\nreport: {summary['report']}")
     click.echo(f"{'metric':44s} {'value':>12s} {'floor':>12s} {'ratio':>8s}")
 

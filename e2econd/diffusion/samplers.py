@@ -7,7 +7,8 @@ Every sampler is a *plan*: a list of model-evaluation times t_i and the six coef
     x_next = c_x * x + c_0 * x0_hat + c_p * x0_prev + c_n * z,   z ~ N(0, 1) (Philox, in-kernel)
 
 so one generic kernel runs DDPM ancestral sampling, DDIM (any eta) and DPM-Solver++(2M). The
-coefficients are computed once per plan in float64 on the host; the loop does no host work.
+coefficients (formulas in ``e2econd.ops.diffusion_step``) are computed once per plan in float64
+on the host; the loop does no host work.
 
 - ``ddpm``: ancestral sampling over the discrete grid t_i = i/T (the thesis's Algorithm 2,
   T = 512 model evaluations), posterior q(x_s | x_t, x0_hat) mean plus its standard deviation.
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from e2econd.diffusion.schedule import CosineSchedule
+from e2econd.ops.diffusion_step import ddim_coefficients, ddpm_coefficients, dpmpp2m_coefficients
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
 DEFAULT_STEPS = {"ddpm": 512, "ddim": 64, "dpmpp2m": 16}
@@ -71,22 +73,15 @@ def _grid(steps: int, spacing: str = "uniform") -> list[float]:
     raise ValueError(f"unknown time spacing '{spacing}'")
 
 
+def _row(coef) -> tuple[float, ...]:
+    return tuple(float(c) for c in coef.to(torch.float64))
+
+
 def ddpm_plan(schedule: CosineSchedule, steps: int = 512) -> SamplerPlan:
     """Ancestral sampling: x_s = mean(q(x_s | x_t, x0_hat)) + std * z, with x0_hat from v."""
     ts = _grid(steps)
-    coefs = []
-    for t, s in zip(ts[:-1], ts[1:]):
-        a_t, sig_t = schedule.alpha_sigma(t)
-        a_s, sig_s = schedule.alpha_sigma(s)
-        if s == 0.0:  # last step: the posterior mean is x0_hat itself, no noise
-            coefs.append((a_t, sig_t, 0.0, 1.0, 0.0, 0.0))
-            continue
-        a_ts = a_t / a_s  # alpha_{t|s}
-        var_ts = sig_t**2 - a_ts**2 * sig_s**2  # sigma_{t|s}^2
-        c_x = a_ts * sig_s**2 / sig_t**2
-        c_0 = a_s * var_ts / sig_t**2
-        std = math.sqrt(max(var_ts * sig_s**2 / sig_t**2, 0.0))
-        coefs.append((a_t, sig_t, c_x, c_0, 0.0, std))
+    coefs = [_row(ddpm_coefficients(*schedule.alpha_sigma(t), *schedule.alpha_sigma(s)))
+             for t, s in zip(ts[:-1], ts[1:])]
     return SamplerPlan("ddpm", tuple(ts[:-1]), tuple(coefs))
 
 
@@ -96,47 +91,26 @@ def ddim_plan(schedule: CosineSchedule, steps: int = 64, eta: float = 0.0,
     if eta < 0:
         raise ValueError(f"DDIM eta must be >= 0, got {eta}")
     ts = _grid(steps, spacing)
-    coefs = []
-    for t, s in zip(ts[:-1], ts[1:]):
-        a_t, sig_t = schedule.alpha_sigma(t)
-        a_s, sig_s = schedule.alpha_sigma(s)
-        if sig_t == 0.0:
-            coefs.append((a_t, sig_t, 1.0, 0.0, 0.0, 0.0))
-            continue
-        s_eta = 0.0
-        if a_s > 0 and sig_s > 0:
-            s_eta = eta * (sig_s / sig_t) * math.sqrt(max(1.0 - (a_t / a_s) ** 2, 0.0))
-        s_eta = min(s_eta, sig_s)
-        d = math.sqrt(max(sig_s**2 - s_eta**2, 0.0))
-        # eps_hat = (x - a_t x0) / sig_t
-        coefs.append((a_t, sig_t, d / sig_t, a_s - d * a_t / sig_t, 0.0, s_eta))
+    coefs = [_row(ddim_coefficients(*schedule.alpha_sigma(t), *schedule.alpha_sigma(s), eta=eta))
+             for t, s in zip(ts[:-1], ts[1:])]
     return SamplerPlan(f"ddim(eta={eta:g})", tuple(ts[:-1]), tuple(coefs))
 
 
 def dpmpp2m_plan(schedule: CosineSchedule, steps: int = 16, spacing: str = "quadratic") -> SamplerPlan:
-    """DPM-Solver++(2M): x_s = (sig_s/sig_t) x - a_s (e^{-h} - 1) D, D = (1 + 1/2r) x0 - (1/2r) x0_prev."""
+    """DPM-Solver++(2M): x_s = (sig_s/sig_t) x - a_s (e^{-h} - 1) D, D = (1 + 1/2r) x0 - (1/2r) x0_prev.
+
+    Steps whose log-SNR increment (or the previous one) is infinite — leaving t = 1, where
+    alpha = 0, and landing on t = 0, where sigma = 0 — are taken in first order.
+    """
     ts = _grid(steps, spacing)
     lam = [schedule.log_snr(t) for t in ts]
     coefs = []
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
-        a_t, sig_t = schedule.alpha_sigma(t)
-        a_s, sig_s = schedule.alpha_sigma(s)
-        if sig_s == 0.0:  # landing on t = 0: x_0 = D (e^{-h} -> 0)
-            phi = -1.0
-            c_x = 0.0
-        else:
-            h = lam[i + 1] - lam[i]
-            phi = math.expm1(-h) if math.isfinite(h) else -1.0  # e^{-h} - 1
-            c_x = sig_s / sig_t
         h_now = lam[i + 1] - lam[i]
         h_prev = lam[i] - lam[i - 1] if i > 0 else math.inf
-        if i == 0 or not (math.isfinite(h_prev) and math.isfinite(h_now)):
-            c_0, c_p = -a_s * phi, 0.0  # first order (DDIM, eta = 0)
-        else:
-            r = h_prev / h_now
-            c_0 = -a_s * phi * (1.0 + 0.5 / r)
-            c_p = a_s * phi * (0.5 / r)
-        coefs.append((a_t, sig_t, c_x, c_0, c_p, 0.0))
+        second_order = math.isfinite(h_prev) and math.isfinite(h_now)
+        coefs.append(_row(dpmpp2m_coefficients(*schedule.alpha_sigma(t), *schedule.alpha_sigma(s),
+                                               h_prev=h_prev if second_order else None)))
     return SamplerPlan("dpmpp2m", tuple(ts[:-1]), tuple(coefs))
 
 

@@ -48,8 +48,8 @@ def test_ddpm_matches_thesis_beta_form():
         eps = sig_t * x + a_t * v
         mean_thesis = (x - beta / math.sqrt(1 - ab_t) * eps) / math.sqrt(1 - beta)
         x0 = a_t * x - sig_t * v
-        assert c_x * x + c_0 * x0 == pytest.approx(mean_thesis, rel=1e-9, abs=1e-12)
-        assert c_n == pytest.approx(math.sqrt((1 - ab_s) / (1 - ab_t) * beta), rel=1e-9)
+        assert c_x * x + c_0 * x0 == pytest.approx(mean_thesis, rel=1e-6, abs=1e-7)  # fp32 coefficients
+        assert c_n == pytest.approx(math.sqrt((1 - ab_s) / (1 - ab_t) * beta), rel=1e-6)
         assert c_p == 0.0
 
 
@@ -63,14 +63,14 @@ def test_ddim_eta0_matches_formula():
         x0 = a_t * x - sig_t * v
         eps = (x - a_t * x0) / sig_t
         _, _, c_x, c_0, _, c_n = plan.coefs[i]
-        assert c_x * x + c_0 * x0 == pytest.approx(a_s * x0 + sig_s * eps, rel=1e-9)
+        assert c_x * x + c_0 * x0 == pytest.approx(a_s * x0 + sig_s * eps, rel=1e-6)
         assert c_n == 0.0
 
 
 def test_ddim_eta1_noise_is_ddpm_posterior_std():
     ddim, ddpm = ddim_plan(SCHED, 512, eta=1.0, spacing="uniform"), ddpm_plan(SCHED, 512)
     for i in (3, 100, 400):
-        assert ddim.coefs[i][5] == pytest.approx(ddpm.coefs[i][5], rel=1e-9)
+        assert ddim.coefs[i][5] == pytest.approx(ddpm.coefs[i][5], rel=1e-6)
 
 
 def test_dpmpp2m_is_exact_for_constant_x0():

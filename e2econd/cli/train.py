@@ -14,8 +14,9 @@ import click
 
 
 @click.command()
-@click.argument("data_dir", type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.argument("data_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Run directory (default: runs/<channels>).")
 @click.option(
     "--channels", default=None, help="ecal | tracks | hcal | all | comma list (default: config's, ecal)."
 )
@@ -53,13 +54,22 @@ def train(
     resume,
     no_progress,
 ):
-    """Train on a hit directory (from `e2econd preprocess`) into RUN_DIR."""
+    """Train on a hit directory (from `e2econd preprocess`) into RUN_DIR.
+
+    DATA_DIR defaults to demo/data (the hit directory `e2econd demo` makes), so that after
+    `make demo` a plain `e2econd train --channels ecal` trains an ECAL model into runs/ecal.
+    """
     import torch
 
     from e2econd import config as C
     from e2econd.errors import E2EInputError
     from e2econd.train import train as run
 
+    data_dir = data_dir or "demo/data"
+    if out_dir is None:
+        if resume:
+            raise E2EInputError("--resume needs --out RUN_DIR (the run to continue)", key="out")
+        out_dir = "runs/" + "-".join(C.parse_channels(channels or "ecal", source="--channels"))
     if resume:
         if any(v is not None for v in (channels, preset, config_file, batch_size, lr, seed)):
             raise E2EInputError(

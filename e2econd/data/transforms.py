@@ -51,10 +51,11 @@ class _Moments:
         self.m2 = np.zeros(k)
 
     def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, np.float64).reshape(len(x), -1)
+        x = np.asarray(x, np.float64)
         nb = x.shape[0]
-        if nb == 0:
+        if nb == 0:  # an empty chunk (e.g. no train jets in it) adds nothing
             return
+        x = x.reshape(nb, -1)
         mb = x.mean(axis=0)
         m2b = ((x - mb) ** 2).sum(axis=0)
         self._merge(nb, mb, m2b)

@@ -6,6 +6,11 @@ cut them into batches (packed layout: no compute on padding) -> integrate the re
 with the chosen sampler (fused update op + masked attention op) -> undo the feature transforms
 -> snap hits to the crystal / tower grid (hits on one cell summed) -> images -> E2E file.
 
+Snapping: in the data every hit of a jet is its own crystal (tower), so by default a generated
+hit that lands on a cell already taken by a more energetic hit of the same jet moves to the
+nearest free cell (``collisions="move"``); the generated multiplicity then equals the sampled
+one. ``collisions="sum"`` adds such hits up instead.
+
 Conditions that are not given are not invented: with ``--pt`` but no ``--mass`` (or no
 ``--label``) the missing values are drawn, jet by jet, from the *training* jets closest to the
 given ones (k nearest neighbours in standardised log pt / log m0 within the given label), i.e.
@@ -52,6 +57,7 @@ class SampleOptions:
     chunk_size: int = 4096  # jets per written chunk (bounded memory)
     device: str | None = None
     clip: float = 0.0  # clamp |x0_hat| in standardised units (0 = off)
+    collisions: str = "move"  # two hits of a jet on one cell: "move" to the nearest free cell, or "sum"
     knn: int = 32  # neighbours for drawing missing conditions
 
     def resolved_steps(self) -> int:
@@ -216,8 +222,10 @@ class Generator:
         return denoise
 
     @torch.no_grad()
-    def generate(self, pt: np.ndarray, m0: np.ndarray, y: np.ndarray, chunk_index: int) -> np.ndarray:
-        """Images float32 (n, 3, 125, 125) for the conditions of one chunk (jets in the given order)."""
+    def generate(self, pt: np.ndarray, m0: np.ndarray, y: np.ndarray, chunk_index: int,
+                 on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Images float32 (n, 3, 125, 125) for the conditions of one chunk (jets in the given order);
+        ``on_batch(n_jets)`` is called after every model batch (progress)."""
         from e2econd.data.hits import batch_hits_to_images, snap_batch
 
         opts, run = self.opts, self.run
@@ -238,6 +246,8 @@ class Generator:
             idx = order[start:start + bs]
             self._generate_batch(idx, counts[idx], ct[idx], yt[idx], images, chunk_index, b,
                                  snap_batch, batch_hits_to_images)
+            if on_batch is not None:
+                on_batch(idx.size)
         keep = np.zeros(3, bool)
         keep[self.out_channels] = True
         images[:, ~keep] = 0.0
@@ -277,7 +287,7 @@ class Generator:
             e = f[:, 2]
             if c != CHANNELS.index("ecal"):  # tracks and HCAL carry no negative values
                 e = np.where(e > 0, e, np.nan)  # NaN energies are dropped by snap_batch
-            hits.append(snap_batch(c, f[:, 0], f[:, 1], e, offsets))
+            hits.append(snap_batch(c, f[:, 0], f[:, 1], e, offsets, collisions=opts.collisions))
         images[idx] = to_images(hits)
 
 
@@ -321,6 +331,8 @@ def sample_to_file(run_dir: str | os.PathLike, out: str | os.PathLike, opts: Sam
         raise E2EInputError(f"--n {opts.n}: must be >= 0", key="n")
     if opts.guidance < 0 or not math.isfinite(opts.guidance):
         raise E2EInputError(f"--guidance {opts.guidance}: must be a finite number >= 0", key="guidance")
+    if opts.collisions not in ("move", "sum"):
+        raise E2EInputError(f"--collisions {opts.collisions!r}: choose move or sum", key="collisions")
     if opts.batch_size < 1 or opts.chunk_size < 1:
         raise E2EInputError("--batch-size and the chunk size must be >= 1", key="batch_size")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -362,9 +374,9 @@ def sample_to_file(run_dir: str | os.PathLike, out: str | os.PathLike, opts: Sam
                  disable=(show is False) or (show is None and not os.isatty(2)) or rank != 0) as bar:
         for c, s in enumerate(range(0, pt.size, opts.chunk_size)):
             e = min(s + opts.chunk_size, pt.size)
-            images = gen.generate(pt[s:e], m0[s:e], y[s:e], chunk_index=lo // max(opts.chunk_size, 1) + c)
+            images = gen.generate(pt[s:e], m0[s:e], y[s:e], chunk_index=lo // max(opts.chunk_size, 1) + c,
+                                  on_batch=bar.update)
             writer.write(images, pt[s:e], m0[s:e], y[s:e].astype(np.float32))
-            bar.update(e - s)
     gen.timing.total_s = time.perf_counter() - t_start
     summary = {"out": str(shard), "jets": int(pt.size), "sampler": opts.sampler, "steps": gen.plan.steps,
                "timing": gen.timing.as_dict(), "device": str(device)}

@@ -27,6 +27,9 @@ from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 @click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM stochasticity (0 deterministic).")
 @click.option("--guidance", type=float, default=1.0, show_default=True,
               help="Classifier-free guidance w: v = v_uncond + w (v_cond - v_uncond); 1 = plain conditional.")
+@click.option("--collisions", type=click.Choice(["move", "sum"]), default="move", show_default=True,
+              help="Two generated hits of a jet on one crystal/tower: move the weaker to the nearest free cell "
+                   "(every hit of a real jet is its own cell), or sum them.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Jets per model call.")
 @click.option("--chunk-size", type=int, default=4096, show_default=True, help="Jets per written chunk.")
@@ -34,7 +37,7 @@ from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 @click.option("--out", default="generated.parquet", show_default=True, type=click.Path(dir_okay=False),
               help="Output E2E file: .parquet (X_jets [3][125][125]) or .h5 (X_jets (N,125,125,3)).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (with timing split) as JSON.")
-def sample(run_dir, pt, mass, label, conditions_from, n, channels, sampler, steps, eta, guidance, seed,
+def sample(run_dir, pt, mass, label, conditions_from, n, channels, sampler, steps, eta, guidance, collisions, seed,
            batch_size, chunk_size, device, out, as_json):
     """Generate jets with the trained run in RUN_DIR and write them as an E2E file.
 
@@ -52,7 +55,7 @@ def sample(run_dir, pt, mass, label, conditions_from, n, channels, sampler, step
     run_dir = run_dir or default_run_dir()
     opts = SampleOptions(n=n, pt=pt, mass=mass, label=label, conditions_from=conditions_from,
                          channels=parse_channels(channels, source="--channels") if channels else None,
-                         sampler=sampler, steps=steps, eta=eta, guidance=guidance, seed=seed,
+                         sampler=sampler, steps=steps, eta=eta, guidance=guidance, seed=seed, collisions=collisions,
                          batch_size=batch_size, chunk_size=chunk_size, device=device)
     summary = sample_to_file(run_dir, out, opts)
     click.echo(to_json(summary) if as_json else summary_line(summary))

@@ -366,13 +366,56 @@ def _snap_cells(channel: int, deta, dphi) -> tuple[np.ndarray, np.ndarray, np.nd
     return ie, ip, valid
 
 
-def snap_batch(channel: int, deta, dphi, e, offsets) -> FlatHits:
+COLLISIONS = ("move", "sum")
+_RING = 8  # cells searched around an occupied cell for a free one (Chebyshev radius)
+
+
+def _move_collisions(jet, cell, pos, e, grid: int) -> np.ndarray:
+    """Give every hit of a jet its own cell: the most energetic hit keeps a contested cell and
+    the others move to the free cell nearest to their continuous position (within ``_RING``).
+
+    ``cell`` int64 (k,) flat cell index on a grid x grid lattice, ``pos`` (k, 2) continuous
+    position in cell units. Hits with no free cell in reach keep theirs (summed later).
+    """
+    key = jet * (grid * grid) + cell
+    order = np.lexsort((-np.abs(e), key))
+    first = np.ones(order.size, bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    losers = order[~first]
+    if losers.size == 0:
+        return cell
+    cell = cell.copy()
+    occupied = set(key[order[first]].tolist())
+    r = np.arange(-_RING, _RING + 1)
+    off = np.stack(np.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
+    for h in losers[np.argsort(-np.abs(e[losers]), kind="stable")]:  # energetic hits choose first
+        c0 = np.divmod(cell[h], grid)
+        cand = np.asarray(c0) + off
+        ok = (cand >= 0).all(1) & (cand < grid).all(1)
+        cand = cand[ok]
+        d = ((cand + 0.0 - pos[h]) ** 2).sum(1)
+        base = int(jet[h]) * grid * grid
+        for j in np.argsort(d, kind="stable"):
+            k = base + int(cand[j, 0]) * grid + int(cand[j, 1])
+            if k not in occupied:
+                occupied.add(k)
+                cell[h] = k - base
+                break
+    return cell
+
+
+def snap_batch(channel: int, deta, dphi, e, offsets, collisions: str = "sum") -> FlatHits:
     """Model output (continuous Δη, Δφ, E GeV) of many jets -> grid hits, vectorised.
 
-    Hits land on the nearest crystal (HCAL: the tower containing them, ``size`` 5); hits on one
-    cell are summed (float64, rounded once to float32); hits outside the image are dropped
-    (their energy is in ``dropped``). ``offsets`` (n+1,) delimit the jets.
+    Hits land on the nearest crystal (HCAL: the tower containing them, ``size`` 5); hits outside
+    the image are dropped (their energy is in ``dropped``). ``offsets`` (n+1,) delimit the jets.
+    Two hits of a jet on one cell: ``collisions="sum"`` adds them up (float64, rounded once to
+    float32); ``"move"`` gives the less energetic one the nearest free cell instead, since in
+    the data every hit of a jet is a distinct cell — the generated multiplicity then equals the
+    sampled one.
     """
+    if collisions not in COLLISIONS:
+        raise ValueError(f"collisions must be one of {COLLISIONS}, got {collisions!r}")
     offsets = np.asarray(offsets, np.int64)
     n = len(offsets) - 1
     e = np.asarray(e, np.float64).reshape(-1)
@@ -380,6 +423,15 @@ def snap_batch(channel: int, deta, dphi, e, offsets) -> FlatHits:
     ie, ip, valid = _snap_cells(channel, deta, dphi)
     ie, ip, valid = ie.reshape(-1), ip.reshape(-1), valid.reshape(-1)
     valid &= np.isfinite(e)
+    if collisions == "move" and valid.any():
+        grid, unit = (N_TOWERS, TOWER) if channel == HCAL else (IMAGE_SIZE, 1)
+        pos = np.stack([np.asarray(deta, np.float64).reshape(-1) / PIXEL + CENTRE,
+                        np.asarray(dphi, np.float64).reshape(-1) / PIXEL + CENTRE], 1)[valid]
+        if channel == HCAL:
+            pos = (pos + 0.5) / TOWER - 0.5  # tower units, tower centres at integers
+        cell = (ie[valid] // unit).astype(np.int64) * grid + (ip[valid] // unit).astype(np.int64)
+        cell = _move_collisions(jet[valid], cell, pos, e[valid], grid)
+        ie[valid], ip[valid] = (cell // grid) * unit, (cell % grid) * unit
     dropped = np.bincount(jet[~valid], weights=np.where(np.isfinite(e[~valid]), e[~valid], 0.0), minlength=n)
     key = jet[valid] * _NPIX + ie[valid].astype(np.int64) * IMAGE_SIZE + ip[valid].astype(np.int64)
     uniq, inv = np.unique(key, return_inverse=True)

@@ -210,3 +210,49 @@ def test_snap_batch_matches_per_jet():
             assert as_dict(fh.hitset(i)) == as_dict(snap(c, deta[a:b], dphi[a:b], e[a:b]))
             outside = e[a:b].sum() - float(fh.hitset(i).e.astype(np.float64).sum())
             assert fh.dropped[i] == pytest.approx(outside, abs=1e-5)
+
+
+def test_snap_move_gives_every_hit_its_own_cell():
+    from e2econd.data.geometry import PIXEL
+    from e2econd.data.hits import snap_batch
+
+    # jet 0: two hits on crystal (62, 62); the weaker one sits slightly towards +phi -> moves to (62, 63)
+    deta = np.array([0.0, 0.0, 0.3 * PIXEL])
+    dphi = np.array([0.0, 0.3 * PIXEL, 0.0])
+    e = np.array([5.0, 1.0, 2.0])
+    offsets = np.array([0, 2, 3])
+    summed = snap_batch(1, deta, dphi, e, offsets, collisions="sum")
+    moved = snap_batch(1, deta, dphi, e, offsets, collisions="move")
+    assert summed.counts.tolist() == [1, 1] and moved.counts.tolist() == [2, 1]
+    h0 = moved.hitset(0)
+    cells = sorted(zip(h0.ieta.tolist(), h0.iphi.tolist(), h0.e.tolist()))
+    assert cells == [(62, 62, 5.0), (62, 63, 1.0)]
+    # jet 1 has its own grid: (62, 62) is free there although jet 0 uses it
+    h1 = moved.hitset(1)
+    assert (h1.ieta[0], h1.iphi[0], h1.e[0]) == (62, 62, 2.0)
+
+
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_snap_move_preserves_hits_and_energy(channel):
+    from e2econd.data.geometry import PIXEL
+    from e2econd.data.hits import snap_batch
+
+    rng = np.random.default_rng(channel)
+    n_jets, per_jet = 5, 300
+    width = 6 if channel != 2 else 25  # pixels: dense cores force many collisions
+    deta = rng.normal(0, width * PIXEL, n_jets * per_jet)
+    dphi = rng.normal(0, width * PIXEL, n_jets * per_jet)
+    e = rng.exponential(1.0, n_jets * per_jet)
+    offsets = np.arange(n_jets + 1) * per_jet
+    moved = snap_batch(channel, deta, dphi, e, offsets, collisions="move")
+    summed = snap_batch(channel, deta, dphi, e, offsets, collisions="sum")
+    assert summed.counts.sum() < moved.counts.sum()  # there were collisions to resolve
+    for j in range(n_jets):
+        h = moved.hitset(j)
+        cells = set(zip(h.ieta.tolist(), h.iphi.tolist()))
+        assert len(cells) == len(h)  # distinct cells
+        np.testing.assert_allclose(h.e.astype(np.float64).sum(), summed.hitset(j).e.astype(np.float64).sum(),
+                                   rtol=1e-5)
+    if channel != 2:  # crystals: room for every hit within reach
+        assert moved.counts.tolist() == [per_jet - int((~np.isfinite(e[offsets[j]:offsets[j + 1]])).sum())
+                                         for j in range(n_jets)]

@@ -36,6 +36,9 @@ import click
 @click.option("--max-steps", type=int, default=None, help="Training steps (on --resume: extend the run).")
 @click.option("--batch-size", type=int, default=None, help="Global batch size in jets.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW).")
+@click.option("--time-limit", "time_limit", type=float, default=None,
+              help="Minutes of training after which the run ends, its cosine planned to end then "
+                   "(cpu preset: 9; 0 = none).")
 @click.option("--seed", type=int, default=None, help="Seed of every random draw (data order, noise, init).")
 @click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available).")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR/checkpoints/last.pt exactly.")
@@ -49,6 +52,7 @@ def train(
     max_steps,
     batch_size,
     lr,
+    time_limit,
     seed,
     device,
     resume,
@@ -71,7 +75,7 @@ def train(
             raise E2EInputError("--resume needs --out RUN_DIR (the run to continue)", key="out")
         out_dir = "runs/" + "-".join(C.parse_channels(channels or "ecal", source="--channels"))
     if resume:
-        if any(v is not None for v in (channels, preset, config_file, batch_size, lr, seed)):
+        if any(v is not None for v in (channels, preset, config_file, batch_size, lr, seed, time_limit)):
             raise E2EInputError(
                 "--resume continues with the run's own config; only --max-steps and --device may be given",
                 key="resume",
@@ -96,6 +100,7 @@ def train(
             ("train", "max_steps", max_steps),
             ("train", "batch_size", batch_size),
             ("train", "lr", lr),
+            ("train", "time_limit_min", time_limit),
             ("train", "seed", seed),
         ):
             if val is not None:

@@ -29,7 +29,7 @@ from e2econd.diffusion.schedule import CosineSchedule
 from e2econd.ops.diffusion_step import ddim_coefficients, ddpm_coefficients, dpmpp2m_coefficients
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
-DEFAULT_STEPS = {"ddpm": 512, "ddim": 64, "dpmpp2m": 16}
+DEFAULT_STEPS = {"ddpm": 512, "ddim": 64, "dpmpp2m": 24}
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def ddim_plan(schedule: CosineSchedule, steps: int = 64, eta: float = 0.0,
     return SamplerPlan(f"ddim(eta={eta:g})", tuple(ts[:-1]), tuple(coefs))
 
 
-def dpmpp2m_plan(schedule: CosineSchedule, steps: int = 16, spacing: str = "quadratic") -> SamplerPlan:
+def dpmpp2m_plan(schedule: CosineSchedule, steps: int = 24, spacing: str = "quadratic") -> SamplerPlan:
     """DPM-Solver++(2M): x_s = (sig_s/sig_t) x - a_s (e^{-h} - 1) D, D = (1 + 1/2r) x0 - (1/2r) x0_prev.
 
     Steps whose log-SNR increment (or the previous one) is infinite — leaving t = 1, where

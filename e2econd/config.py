@@ -108,7 +108,7 @@ SECTIONS = {
 
 
 def _cpu() -> Config:
-    """2 CPU cores, ECAL of top jets, <= 10 minutes (see docs/BENCHMARKS_train.md for the timing)."""
+    """2 CPU cores, ECAL of top jets, <= 10 minutes (timing in docs/BENCHMARKS.md)."""
     return Config(
         model=ModelConfig(width=64, blocks=4, heads=4, cond_width=64),
         multiplicity=MultiplicityConfig(steps=1000),

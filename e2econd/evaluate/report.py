@@ -32,24 +32,6 @@ from e2econd.utils import atomic_dir, provenance
 
 #: per-jet features compared with W1: all of them (see features.py for definitions)
 W1_FEATURES = F.FEATURE_NAMES
-W1_FEATURES = (
-    "E_tracks",
-    "E_ecal",
-    "E_hcal",
-    "E_calo",
-    "E_all",
-    "N_tracks",
-    "N_ecal",
-    "N_hcal",
-    "N_all",
-    "width_tracks",
-    "width_ecal",
-    "width_hcal",
-    "width_all",
-    "mass_calo",
-    "frac_ecal_calo",
-    "ratio_tracks_calo",
-)
 #: log-spaced per-hit energy bins (GeV) for the histograms of all jets
 HIT_EDGES = np.geomspace(1e-3, 1e4, 71)
 

@@ -27,9 +27,13 @@ PyObject* PyInit__C(void) {
 
 namespace e2econd {
 
-// How this library was built: "cpu" or "cpu;cuda=<CUDART_VERSION>;arch=<list>".
+std::string attention_cpu_isa();  // csrc/cpu/attention.cpp: "avx2" or "generic"
+
+// How this library was built and runs: "cpu;cpu_isa=<isa>" plus ";cuda=<CUDART_VERSION>;arch=<list>"
+// for a CUDA build.
+
 std::string build_info() {
-  std::string info = "cpu";
+  std::string info = "cpu;cpu_isa=" + attention_cpu_isa();
 #ifdef E2ECOND_WITH_CUDA
   info += ";cuda=" + std::to_string(E2ECOND_CUDA_VERSION);
 #ifdef E2ECOND_CUDA_ARCHS

@@ -7,7 +7,7 @@
 // dK = dS^T Q scale, one task per (jet, head) so writes never collide. Tasks are pulled
 // dynamically (longest jets first) by one worker per at::parallel_for thread.
 // float32 (the production dtype) and float64 (for gradcheck); accumulation in the input dtype.
-// The arithmetic lives in attention_impl.h, compiled twice: AVX+FMA and baseline x86-64.
+// The arithmetic lives in attention_impl.h, compiled twice: AVX2+FMA and baseline x86-64.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -17,8 +17,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -68,8 +70,8 @@ struct BwdArgs {
 
 #if E2E_ATTN_X86
 #pragma GCC push_options
-#pragma GCC target("avx,fma")
-#define E2E_ATTN_NS attn_avx
+#pragma GCC target("avx2,fma")
+#define E2E_ATTN_NS attn_avx2
 #define E2E_ATTN_FMA 1
 #include "cpu/attention_impl.h"
 #undef E2E_ATTN_NS
@@ -85,14 +87,22 @@ struct BwdArgs {
 
 namespace {
 
-bool cpu_has_avx_fma() {
+// The instruction set the attention kernels run with: "avx2" (AVX2 + FMA, probed at run time) or
+// "generic" (baseline x86-64 / other CPUs). E2ECOND_CPU_ISA=generic forces the baseline copy, so
+// tests can check it on any machine. Read once.
+const char* attention_isa() {
+  static const char* isa = [] {
+    const char* env = std::getenv("E2ECOND_CPU_ISA");
+    if (env != nullptr && std::strcmp(env, "generic") == 0) return "generic";
 #if E2E_ATTN_X86
-  static const bool ok = __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma");
-  return ok;
-#else
-  return false;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
 #endif
+    return "generic";
+  }();
+  return isa;
 }
+
+bool cpu_has_avx2_fma() { return std::strcmp(attention_isa(), "avx2") == 0; }
 
 // View of a padded (B, H, N, D) tensor.
 template <typename T>
@@ -159,7 +169,7 @@ std::vector<Job> packed_jobs(const at::Tensor& cu_seqlens, int64_t total, int64_
 template <typename T>
 void run_fwd(const FwdArgs<T>& a, const std::vector<Job>& jobs, int64_t max_len) {
 #if E2E_ATTN_X86
-  if (cpu_has_avx_fma()) return attn_avx::attention_forward<T>(a, jobs, max_len);
+  if (cpu_has_avx2_fma()) return attn_avx2::attention_forward<T>(a, jobs, max_len);
 #endif
   attn_generic::attention_forward<T>(a, jobs, max_len);
 }
@@ -167,7 +177,7 @@ void run_fwd(const FwdArgs<T>& a, const std::vector<Job>& jobs, int64_t max_len)
 template <typename T>
 void run_bwd(const BwdArgs<T>& a, const std::vector<Job>& jobs, int64_t max_len) {
 #if E2E_ATTN_X86
-  if (cpu_has_avx_fma()) return attn_avx::attention_backward<T>(a, jobs, max_len);
+  if (cpu_has_avx2_fma()) return attn_avx2::attention_backward<T>(a, jobs, max_len);
 #endif
   attn_generic::attention_backward<T>(a, jobs, max_len);
 }
@@ -268,6 +278,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> packed_attention_bwd_cpu(
 }
 
 }  // namespace
+
+std::string attention_cpu_isa() { return attention_isa(); }
 
 TORCH_LIBRARY_IMPL(e2econd, CPU, m) {
   m.impl("masked_attention_fwd", &masked_attention_fwd_cpu);

@@ -113,7 +113,7 @@ def _cpu() -> Config:
         model=ModelConfig(width=64, blocks=4, heads=4, cond_width=64),
         multiplicity=MultiplicityConfig(steps=1000),
         train=TrainConfig(
-            max_steps=600,
+            max_steps=800,  # ~8.5 min on an idle 2-core box (docs/BENCHMARKS.md)
             time_limit_min=9.0,  # hard stop (checkpointed) so the preset fits 10 minutes on any 2-core box
             batch_size=16,
             lr=2e-3,

@@ -1,13 +1,15 @@
 // CPU kernels of e2econd::masked_attention_{fwd,bwd} and e2econd::packed_attention_{fwd,bwd}.
 //
-// Flash-attention style: per (jet, head, 64-query tile) the keys are streamed in 64-key tiles
+// Flash-attention style: per (jet, head, 48-query tile) the keys are streamed in 128-key tiles
 // with an online softmax (running max and sum, in the log2 domain), so no N x N matrix is ever
-// stored and no work is spent beyond each jet's length. The backward pass recomputes P from the
-// saved log-sum-exp: dV = P^T dO, dP = dO V^T, dS = P o (dP - rowsum(dO o O)), dQ = dS K scale,
-// dK = dS^T Q scale, one task per (jet, head) so writes never collide. Tasks are pulled
-// dynamically (longest jets first) by one worker per at::parallel_for thread.
+// stored and no work is spent beyond each jet's length. K^T and V of every (jet, head) are packed
+// once per call into contiguous, zero-padded key tiles that all query tiles share. The backward pass
+// recomputes P from the saved log-sum-exp: dV = P^T dO, dP = dO V^T, dS = P o (dP - rowsum(dO o O)),
+// dQ = dS K scale, dK = dS^T Q scale, one task per (jet, head) so writes never collide. Tasks are
+// pulled dynamically (longest jets first) by one worker per at::parallel_for thread.
 // float32 (the production dtype) and float64 (for gradcheck); accumulation in the input dtype.
-// The arithmetic lives in attention_impl.h, compiled twice: AVX2+FMA and baseline x86-64.
+// The arithmetic lives in attention_impl.h, compiled twice: AVX2+FMA and baseline x86-64, chosen at
+// run time (E2ECOND_CPU_ISA=generic forces the baseline copy). Timings: docs/BENCHMARKS.md.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

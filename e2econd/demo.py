@@ -29,6 +29,7 @@ class DemoOptions:
     sampler: str = "dpmpp2m"
     steps: int | None = None
     max_steps: int | None = None  # override the preset's training steps
+    progress: bool | None = None  # progress bars: None = only when stderr is a terminal
 
 
 def _stage(name: str) -> float:
@@ -60,7 +61,7 @@ def run_demo(opts: DemoOptions) -> dict:
     if raw.exists():
         _done(t0, f"reusing {raw}")
     else:
-        make_data("top", opts.jets, opts.seed, raw, workers=opts.workers, progress=True)
+        make_data("top", opts.jets, opts.seed, raw, workers=opts.workers, progress=opts.progress)
         _done(t0, f"wrote {raw}")
     timings["make_data_s"] = time.perf_counter() - t0
 
@@ -69,7 +70,7 @@ def run_demo(opts: DemoOptions) -> dict:
     if (data / "manifest.json").exists():
         _done(t0, f"reusing {data}")
     else:
-        preprocess([raw], data, workers=opts.workers, progress=True)
+        preprocess([raw], data, workers=opts.workers, progress=opts.progress)
         _done(t0, f"wrote {data}")
     timings["preprocess_s"] = time.perf_counter() - t0
 
@@ -87,11 +88,11 @@ def run_demo(opts: DemoOptions) -> dict:
         if ck.get("finished") or int(ck["step"]) >= target:
             _done(t0, f"reusing {run} (step {ck['step']})")
         else:
-            train(data, run, resume=True, device=opts.device, max_steps=target)
+            train(data, run, resume=True, device=opts.device, max_steps=target, progress=opts.progress)
             _done(t0, f"resumed and finished {run}")
         del ck
     else:
-        train(data, run, cfg, device=opts.device)
+        train(data, run, cfg, device=opts.device, progress=opts.progress)
         _done(t0, f"trained {run}")
     timings["train_s"] = time.perf_counter() - t0
 
@@ -100,17 +101,18 @@ def run_demo(opts: DemoOptions) -> dict:
     gen_pt = work / f"gen_pt{opts.sample_pt:g}.parquet"
     gen_test = work / "gen_test.parquet"
     if not gen_pt.exists():
-        s = sample_to_file(run, gen_pt, SampleOptions(n=opts.sample_n, pt=opts.sample_pt, **common))
+        s = sample_to_file(run, gen_pt, SampleOptions(n=opts.sample_n, pt=opts.sample_pt, **common),
+                           progress=opts.progress)
         click.echo("    " + summary_line(s), err=True)
     if not gen_test.exists():
-        s = sample_to_file(run, gen_test, SampleOptions(conditions_from=str(data), **common))
+        s = sample_to_file(run, gen_test, SampleOptions(conditions_from=str(data), **common), progress=opts.progress)
         click.echo("    " + summary_line(s), err=True)
     _done(t0, "samples ready")
     timings["sample_s"] = time.perf_counter() - t0
 
     report = work / "report"
     t0 = _stage("5/5 evaluate: generated vs real test jets, floors from real-vs-real halves")
-    metrics = evaluate(data, gen_test, report, overwrite=True, progress=True)
+    metrics = evaluate(data, gen_test, report, overwrite=True, progress=opts.progress)
     _done(t0, f"report in {report}")
     timings["evaluate_s"] = time.perf_counter() - t0
     summary = {"workdir": str(work), "report": str(report / "report.md"), "run": str(run),

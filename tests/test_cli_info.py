@@ -55,3 +55,9 @@ print("ok")
 """
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_every_long_command_has_progress_switches():
+    for name in ("make-data", "preprocess", "export", "train", "sample", "evaluate", "demo"):
+        out = CliRunner().invoke(main, [name, "--help"], terminal_width=200).output
+        assert "--progress / --no-progress" in out, name

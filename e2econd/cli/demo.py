@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from e2econd.cli._options import progress_option
+
 
 @click.command()
 @click.option("--workdir", default="demo", show_default=True, type=click.Path(file_okay=False),
@@ -19,13 +21,14 @@ import click
 @click.option("--steps", type=int, default=None, help="Sampler steps (default per sampler).")
 @click.option("--max-steps", type=int, default=None, help="Override the preset's training steps.")
 @click.option("--sample-n", default=300, show_default=True, help="Jets generated at --pt 400.")
-def demo(workdir, jets, preset, channels, device, seed, workers, sampler, steps, max_steps, sample_n):
+@progress_option
+def demo(workdir, jets, preset, channels, device, seed, workers, sampler, steps, max_steps, sample_n, progress):
     """make-data -> preprocess -> train -> sample --pt 400 / --conditions-from test -> evaluate."""
     from e2econd.demo import DemoOptions, ratio_table, run_demo
 
     summary = run_demo(DemoOptions(workdir=workdir, jets=jets, preset=preset, channels=channels, device=device,
                                    seed=seed, workers=workers, sampler=sampler, steps=steps, max_steps=max_steps,
-                                   sample_n=sample_n))
+                                   sample_n=sample_n, progress=progress))
     click.echo(f"\nreport: {summary['report']}")
     click.echo(f"{'metric':44s} {'value':>12s} {'floor':>12s} {'ratio':>8s}")
 

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from e2econd.cli._options import progress_option
+
 
 @click.command("evaluate")
 @click.option(
@@ -95,6 +97,7 @@ import click
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed (splits, pairs, bootstrap).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report directory.")
 @click.option("--no-plots", is_flag=True, help="Skip the plots (metrics and report only).")
+@progress_option
 def evaluate(
     real,
     generated,
@@ -115,6 +118,7 @@ def evaluate(
     seed,
     overwrite,
     no_plots,
+    progress,
 ):
     """Compare generated with real jets: every metric with its real-vs-real floor and ratio.
 
@@ -141,7 +145,7 @@ def evaluate(
         max_jets=max_jets,
         threads=threads,
         overwrite=overwrite,
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr.isatty() if progress is None else progress,
         plots=not no_plots,
     )
     if as_json:

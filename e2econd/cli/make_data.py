@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from e2econd.cli._options import progress_option
+
 
 @click.command(name="make-data")
 @click.option("--process", type=click.Choice(["top", "qg", "quark", "gluon"]), default="top",
@@ -31,9 +33,10 @@ import click
               help="Jets per work unit (each unit has its own derived seed; part of the output's identity).")
 @click.option("--detector", "detector_json", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON file overriding DetectorConfig parameters.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar (same as --no-progress).")
+@progress_option
 def make_data(process, n, seed, out, also_h5, format, pt_min, pt_max, eta_max, workers, pileup, unit_size,
-              detector_json, quiet):
+              detector_json, quiet, progress):
     """Generate E2E jets: Pythia 8 (13 TeV) + anti-kt (fastjet) + parameterised CMS-like detector.
 
     Example: e2econd make-data --process top --n 5000 --seed 1 --out top.parquet --also-h5
@@ -56,7 +59,7 @@ def make_data(process, n, seed, out, also_h5, format, pt_min, pt_max, eta_max, w
                                 path=detector_json) from exc
     summary = _make_data(process, n, seed, outs if len(outs) > 1 else outs[0], pt_min=pt_min, pt_max=pt_max,
                          workers=workers, format=format, eta_max=eta_max, pileup=pileup, unit_size=unit_size,
-                         detector=detector, progress=not quiet)
+                         detector=detector, progress=False if quiet else progress)
     click.echo(f"wrote {summary['n']} {process} jets ({summary['events']} events, "
                f"{summary['cpu_ms_per_jet']:.1f} ms CPU/jet, {summary['wall_s']:.1f} s wall) to "
                + ", ".join(summary["outputs"]), err=True)

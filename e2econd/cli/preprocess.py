@@ -6,6 +6,8 @@ import json
 
 import click
 
+from e2econd.cli._options import progress_option
+
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -61,7 +63,9 @@ import click
 @click.option("--chunk-size", default=256, show_default=True, type=int, help="Jets per task (decoded 64 at a time).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory (only after success).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def preprocess(inputs, out, threshold, negatives, max_hits, split, seed, workers, chunk_size, overwrite, quiet):
+@progress_option
+def preprocess(inputs, out, threshold, negatives, max_hits, split, seed, workers, chunk_size, overwrite, quiet,
+               progress):
     """E2E files (Parquet or HDF5, detected by content) -> hit-set directory.
 
     Every channel becomes a variable-size set of hits (pixel indices, Δη/Δφ from the image centre in
@@ -81,7 +85,7 @@ def preprocess(inputs, out, threshold, negatives, max_hits, split, seed, workers
         workers=workers,
         chunk_size=chunk_size,
         overwrite=overwrite,
-        progress=False if quiet else None,
+        progress=False if quiet else progress,
     )
     if not quiet:
         c = manifest["counts"]
@@ -109,10 +113,11 @@ def preprocess(inputs, out, threshold, negatives, max_hits, split, seed, workers
     help="Export only this split (default: all, in train, val, test order).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def export(data_dir, out, split, quiet):
+@progress_option
+def export(data_dir, out, split, quiet, progress):
     """Hit-set directory -> E2E images (the inverse of preprocess; HCAL towers re-expanded to 5x5 blocks)."""
     from e2econd.data.export import export as run
 
-    n = run(data_dir, out, split, progress=False if quiet else None)
+    n = run(data_dir, out, split, progress=False if quiet else progress)
     if not quiet:
         click.echo(f"{out}: {n} jets")

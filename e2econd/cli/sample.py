@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from e2econd.cli._options import progress_option
 from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 
 
@@ -37,8 +38,9 @@ from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
 @click.option("--out", default="generated.parquet", show_default=True, type=click.Path(dir_okay=False),
               help="Output E2E file: .parquet (X_jets [3][125][125]) or .h5 (X_jets (N,125,125,3)).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (with timing split) as JSON.")
+@progress_option
 def sample(run_dir, pt, mass, label, conditions_from, n, channels, sampler, steps, eta, guidance, collisions, seed,
-           batch_size, chunk_size, device, out, as_json):
+           batch_size, chunk_size, device, out, as_json, progress):
     """Generate jets with the trained run in RUN_DIR and write them as an E2E file.
 
     RUN_DIR defaults to $E2ECOND_RUN, else the newest run of `e2econd demo` (demo/run_*).
@@ -57,5 +59,5 @@ def sample(run_dir, pt, mass, label, conditions_from, n, channels, sampler, step
                          channels=parse_channels(channels, source="--channels") if channels else None,
                          sampler=sampler, steps=steps, eta=eta, guidance=guidance, seed=seed, collisions=collisions,
                          batch_size=batch_size, chunk_size=chunk_size, device=device)
-    summary = sample_to_file(run_dir, out, opts)
+    summary = sample_to_file(run_dir, out, opts, progress=progress)
     click.echo(to_json(summary) if as_json else summary_line(summary))

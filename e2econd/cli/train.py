@@ -12,6 +12,8 @@ import json
 
 import click
 
+from e2econd.cli._options import progress_option
+
 
 @click.command()
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
@@ -42,7 +44,7 @@ import click
 @click.option("--seed", type=int, default=None, help="Seed of every random draw (data order, noise, init).")
 @click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available).")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR/checkpoints/last.pt exactly.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@progress_option
 def train(
     data_dir,
     out_dir,
@@ -56,7 +58,7 @@ def train(
     seed,
     device,
     resume,
-    no_progress,
+    progress,
 ):
     """Train on a hit directory (from `e2econd preprocess`) into RUN_DIR.
 
@@ -86,7 +88,7 @@ def train(
             None,
             resume=True,
             device=device,
-            progress=False if no_progress else None,
+            progress=progress,
             max_steps=max_steps,
         )
     else:
@@ -107,7 +109,7 @@ def train(
                 setattr(getattr(cfg, sec), key, val)
         C.validate(cfg, source="options")
         summary = run(
-            data_dir, out_dir, cfg, resume=False, device=device, progress=False if no_progress else None
+            data_dir, out_dir, cfg, resume=False, device=device, progress=progress
         )
     if summary.get("rank", 0) == 0:
         click.echo(json.dumps(summary, indent=2, default=str))

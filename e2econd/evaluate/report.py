@@ -303,11 +303,12 @@ def _conditional(real: Sample, gen: Sample, A, B, G, n_bins: int, n_boot: int, r
     return out
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool | None):
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=total, desc=desc, unit="jet" if "read" in desc else "pair", leave=False, disable=not enabled, file=None
+        total=total, desc=desc, unit="jet" if "read" in desc else "pair", leave=False,
+        disable=None if enabled is None else not enabled, file=None
     )
 
 
@@ -330,7 +331,7 @@ def evaluate(
     max_jets: int | None = None,
     threads: int = 2,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = True,
     plots: bool = True,
 ) -> dict:
     """Compare generated with real jets; write plots, ``report.md`` and ``metrics.json`` to ``out_dir``.

@@ -137,7 +137,7 @@ def make_data(
     pileup: float = 0.0,
     unit_size: int = UNIT_SIZE,
     detector: DetectorConfig | dict | None = None,
-    progress: bool = True,
+    progress: bool | None = True,
 ) -> dict:
     """Generate ``n`` jets of ``process`` (top | qg | quark | gluon) and write them to ``out``.
 
@@ -187,7 +187,8 @@ def make_data(
               "detector": detector.to_dict(), "pileup": float(pileup)} for k in range(n_units)]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n, unit="jet", desc=f"make-data {process}", disable=not progress, leave=False)
+    bar = tqdm(total=n, unit="jet", desc=f"make-data {process}", disable=None if progress is None else not progress,
+               leave=False)
     t0 = time.perf_counter()
     events = 0
     cpu_s = 0.0

@@ -409,3 +409,13 @@ def test_tiny_input_with_empty_splits(tmp_path):
         assert len(store) == 2 and len(HitStore(out, "train")) >= 1
         outcomes.add("ok")
     assert "ok" in outcomes
+
+
+def test_progress_switches(shared_hits, tmp_path):
+    """--progress draws the bar on stderr, --no-progress and the default (stderr not a terminal) do not."""
+    for flag, expect_bar in (("--progress", True), ("--no-progress", False), (None, False)):
+        out = tmp_path / f"p{flag}.h5"
+        r = CliRunner().invoke(main, ["export", str(shared_hits), "--out", str(out), "--split", "test"]
+                               + ([flag] if flag else []))
+        assert r.exit_code == 0, r.output
+        assert ("export:" in r.stderr and "jet" in r.stderr) == expect_bar, (flag, r.stderr)

@@ -59,7 +59,7 @@ from e2econd.cli._options import progress_option
     default=1000,
     show_default=True,
     type=click.IntRange(1),
-    help="Jets per sample whose hits enter the per-hit energy W1.",
+    help="Jets per sample whose hits enter the per-hit energy W1 and the hit-level classifier.",
 )
 @click.option(
     "--bootstrap",

@@ -1,9 +1,11 @@
-"""Classifier two-sample test (CaloChallenge style): can a small network tell generated from real?
+"""Classifier two-sample tests (CaloChallenge style): can a small network tell generated from real?
 
-A small MLP is trained on standardised high-level features to separate sample 0 (real) from
-sample 1 (generated). The data are split per seed into train (50 %), validation (20 %, early
-stopping on its loss) and held-out test (30 %); the test AUC is reported as mean ± std over
-several seeds. AUC 0.5 = indistinguishable (perfect generator); 1.0 = fully separable.
+Two classifiers separate sample 0 (real) from sample 1 (generated): an MLP on standardised
+high-level features (``classifier_auc``) and a Deep Sets network on the jets' hits
+(``hit_classifier_auc``: position, energy and channel of each hit), which also sees spatial
+structure that summary features average away. The data are split per seed into train (50 %),
+validation (20 %, early stopping on its loss) and held-out test (30 %); the test AUC is reported as
+mean ± std over several seeds. AUC 0.5 = indistinguishable (perfect generator); 1.0 = fully separable.
 """
 
 from __future__ import annotations
@@ -24,31 +26,39 @@ def auc_score(labels, scores) -> float:
 
 
 def _train_one(
-    X: np.ndarray, y: np.ndarray, seed: int, hidden: int, max_epochs: int, patience: int, batch_size: int, lr: float
+    n: int,
+    y: np.ndarray,
+    seed: int,
+    prepare,
+    build_net,
+    max_epochs: int,
+    patience: int,
+    batch_size: int,
+    lr: float,
 ) -> float:
+    """Train one classifier and return its held-out AUC.
+
+    ``prepare(train_idx)`` returns the input tensors (each indexable by jet), standardised with
+    statistics of the training jets only; ``build_net()`` returns a module taking those tensors.
+    """
     import torch
 
     rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(X))
-    n_tr, n_va = int(0.5 * len(X)), int(0.2 * len(X))
+    idx = rng.permutation(n)
+    n_tr, n_va = int(0.5 * n), int(0.2 * n)
     tr, va, te = idx[:n_tr], idx[n_tr : n_tr + n_va], idx[n_tr + n_va :]
-    mu, sd = X[tr].mean(0), X[tr].std(0)
-    sd = np.where(sd > 0, sd, 1.0)
-    Xs = torch.as_tensor((X - mu) / sd, dtype=torch.float32)
+    inputs = prepare(tr)
     ys = torch.as_tensor(y, dtype=torch.float32)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    d = X.shape[1]
-    net = torch.nn.Sequential(
-        torch.nn.Linear(d, hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, hidden),
-        torch.nn.ReLU(),
-        torch.nn.Linear(hidden, 1),
-    )
+    net = build_net()
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     lossf = torch.nn.BCEWithLogitsLoss()
     tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
+
+    def logits(b):
+        return net(*(x[b] for x in inputs)).squeeze(1)
+
     # small samples: smaller batches and at least ~400 optimiser steps (patience ~100 steps) so that
     # a few hundred jets still train properly; large samples: max_epochs / patience in epochs
     batch_size = int(min(batch_size, max(32, len(tr) // 8)))
@@ -62,12 +72,12 @@ def _train_one(
         for s in range(0, len(perm), batch_size):
             b = perm[s : s + batch_size]
             opt.zero_grad()
-            loss = lossf(net(Xs[b]).squeeze(1), ys[b])
+            loss = lossf(logits(b), ys[b])
             loss.backward()
             opt.step()
         net.eval()
         with torch.no_grad():
-            vl = float(lossf(net(Xs[va_t]).squeeze(1), ys[va_t]))
+            vl = float(lossf(logits(va_t), ys[va_t]))
         if vl < best - 1e-5:
             best, bad = vl, 0
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -79,8 +89,26 @@ def _train_one(
         net.load_state_dict(best_state)
     net.eval()
     with torch.no_grad():
-        scores = net(Xs[torch.as_tensor(te)]).squeeze(1).numpy()
+        scores = logits(torch.as_tensor(te)).numpy()
     return auc_score(y[te], scores)
+
+
+def _over_seeds(fn, seeds) -> dict:
+    """Run ``fn(seed)`` single-threaded for each seed; mean, std and the values."""
+    import torch
+
+    # a tiny network is fastest single-threaded; several threads on a busy 2-core box are ~20x slower
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        vals = [fn(int(s)) for s in seeds]
+    finally:
+        torch.set_num_threads(n_threads)
+    return {
+        "value": float(np.mean(vals)),
+        "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+        "values": [float(v) for v in vals],
+    }
 
 
 def classifier_auc(
@@ -103,15 +131,122 @@ def classifier_auc(
     X_real, X_gen = np.asarray(X_real, np.float64), np.asarray(X_gen, np.float64)
     X = np.concatenate([X_real, X_gen])
     y = np.concatenate([np.zeros(len(X_real)), np.ones(len(X_gen))])
-    # a tiny MLP is fastest single-threaded; several threads on a busy 2-core box are ~20x slower
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        vals = [_train_one(X, y, int(s), hidden, max_epochs, patience, batch_size, lr) for s in seeds]
-    finally:
-        torch.set_num_threads(n_threads)
-    return {
-        "value": float(np.mean(vals)),
-        "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-        "values": [float(v) for v in vals],
-    }
+
+    def prepare(tr):
+        mu, sd = X[tr].mean(0), X[tr].std(0)
+        sd = np.where(sd > 0, sd, 1.0)
+        return (torch.as_tensor((X - mu) / sd, dtype=torch.float32),)
+
+    def build_net():
+        d = X.shape[1]
+        return torch.nn.Sequential(
+            torch.nn.Linear(d, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Linear(hidden, 1),
+        )
+
+    return _over_seeds(
+        lambda s: _train_one(len(X), y, s, prepare, build_net, max_epochs, patience, batch_size, lr), seeds
+    )
+
+
+# ----------------------------------------------------------------------------- hit sets
+HIT_CHANNELS = ("tracks", "ecal", "hcal")
+
+
+def hit_set_arrays(deposits: list[dict], k: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed-size hit sets for the hit-level classifier.
+
+    ``deposits``: per jet ``{channel: (points (n, 2) [Δη, Δφ], energies (n,))}`` as returned by
+    ``features.jet_deposits(image, pool=1)`` (tracks and ECAL per pixel, HCAL per tower). Per jet and
+    channel the ``k`` most energetic deposits are kept. Returns ``hits`` (n_jets, 3k, 6) =
+    [Δη, Δφ, log E (GeV), one-hot channel], ``mask`` (n_jets, 3k) bool (False = padding) and
+    ``jet`` (n_jets, 6) = [log(1 + number of deposits), log(1 + energy sum / GeV)] per channel, over
+    all positive deposits (not only the kept ones).
+    """
+    hits = np.zeros((len(deposits), 3 * k, 6), dtype=np.float32)
+    mask = np.zeros((len(deposits), 3 * k), dtype=bool)
+    jet = np.zeros((len(deposits), 2 * len(HIT_CHANNELS)), dtype=np.float64)
+    for j, dep in enumerate(deposits):
+        for c, name in enumerate(HIT_CHANNELS):
+            pts, e = dep[name]
+            e = np.asarray(e, dtype=np.float64)
+            keep = e > 0
+            pts, e = np.asarray(pts)[keep], e[keep]
+            jet[j, c], jet[j, len(HIT_CHANNELS) + c] = np.log1p(len(e)), np.log1p(e.sum())
+            order = np.argsort(-e, kind="stable")[:k]
+            m = len(order)
+            sl = slice(c * k, c * k + m)
+            hits[j, sl, 0:2] = pts[order]
+            hits[j, sl, 2] = np.log(e[order])
+            hits[j, sl, 3 + c] = 1.0
+            mask[j, sl] = True
+    return hits, mask, jet
+
+
+def hit_classifier_auc(
+    real: tuple[np.ndarray, np.ndarray, np.ndarray],
+    gen: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cond_real: np.ndarray | None = None,
+    cond_gen: np.ndarray | None = None,
+    *,
+    seeds=(0, 1, 2),
+    hidden: int = 64,
+    max_epochs: int = 30,
+    patience: int = 4,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+) -> dict:
+    """Held-out AUC of a Deep Sets / particle-flow network separating real (0) from generated (1) jets
+    on their hits (``hit_set_arrays`` output), over ``seeds``.
+
+    Per hit φ(Δη, Δφ, log E, channel) → masked sum over the jet's hits (normalised by the maximum
+    number of hits) together with the per-channel hit counts and energy sums and the optional per-jet
+    conditions (e.g. log pt, log m0) → F → logit. Unlike the high-level classifier it sees where each hit is and
+    what it carries, so it also catches wrong spatial structure (a missing core, wrong hit clustering)
+    that summary features average away. Returns {"value", "std", "values"}.
+    """
+    import torch
+
+    H = np.concatenate([real[0], gen[0]]).astype(np.float32)
+    Mk = np.concatenate([real[1], gen[1]])
+    y = np.concatenate([np.zeros(len(real[0])), np.ones(len(gen[0]))])
+    jet = np.concatenate([real[2], gen[2]]).astype(np.float64)
+    if cond_real is not None and cond_gen is not None:
+        jet = np.column_stack([jet, np.concatenate([cond_real, cond_gen]).astype(np.float64)])
+    n_feat = 3  # Δη, Δφ, log E are standardised; the channel one-hot is not
+
+    def prepare(tr):
+        sel = Mk[tr]
+        vals = H[tr][sel][:, :n_feat].astype(np.float64)
+        mu, sd = vals.mean(0), vals.std(0)
+        sd = np.where(sd > 0, sd, 1.0)
+        Hs = H.copy()
+        Hs[..., :n_feat] = np.where(Mk[..., None], (H[..., :n_feat] - mu) / sd, 0.0)
+        jmu, jsd = jet[tr].mean(0), jet[tr].std(0)
+        jsd = np.where(jsd > 0, jsd, 1.0)
+        return (
+            torch.as_tensor(Hs, dtype=torch.float32),
+            torch.as_tensor(Mk, dtype=torch.float32),
+            torch.as_tensor((jet - jmu) / jsd, dtype=torch.float32),
+        )
+
+    class DeepSets(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.phi = torch.nn.Sequential(
+                torch.nn.Linear(H.shape[2], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden), torch.nn.ReLU()
+            )
+            self.F = torch.nn.Sequential(
+                torch.nn.Linear(hidden + jet.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1)
+            )
+
+        def forward(self, hits, mask, jet_feats):
+            pooled = (self.phi(hits) * mask[..., None]).sum(1) / float(H.shape[1])
+            return self.F(torch.cat([pooled, jet_feats], dim=1))
+
+    return _over_seeds(
+        lambda s: _train_one(len(H), y, s, prepare, DeepSets, max_epochs, patience, batch_size, lr), seeds
+    )

@@ -42,6 +42,8 @@ def test_real_vs_itself_is_at_the_floor(files, tmp_path):
             assert e["pull"] < 3.0, (name, e)
     auc = res["classifier_auc"]
     assert abs(auc["value"] - 0.5) < 0.08 and abs(auc["floor"] - 0.5) < 0.08
+    hits = auc["hits"]  # 100 jets per sample, 30 per held-out fold and class: looser
+    assert abs(hits["value"] - 0.5) < 0.15 and abs(hits["floor"] - 0.5) < 0.15, hits
     out = tmp_path / "out"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["provenance"]["config"]["emd_pairs"] == 40
@@ -49,8 +51,9 @@ def test_real_vs_itself_is_at_the_floor(files, tmp_path):
 
 
 def test_energy_scale_raises_energy_metrics_and_auc(files, tmp_path):
-    same = evaluate(files / "real.h5", files / "gen.h5", tmp_path / "a", seed=4, **FAST)
-    scaled = evaluate(files / "real.h5", files / "gen_x1.1.h5", tmp_path / "b", seed=4, **FAST)
+    opts = {**FAST, "hit_jets": 250}  # every jet into the hit-level classifier too
+    same = evaluate(files / "real.h5", files / "gen.h5", tmp_path / "a", seed=4, **opts)
+    scaled = evaluate(files / "real.h5", files / "gen_x1.1.h5", tmp_path / "b", seed=4, **opts)
     for name in (
         "w1_E_tracks",
         "w1_E_ecal",
@@ -72,6 +75,9 @@ def test_energy_scale_raises_energy_metrics_and_auc(files, tmp_path):
     assert frac_s["ratio"] == pytest.approx(frac_u["ratio"], rel=1e-6)
     assert scaled["classifier_auc"]["value"] > same["classifier_auc"]["value"] + 0.08
     assert scaled["classifier_auc"]["value"] > 0.6
+    # the hit-level classifier sees every hit's energy 10 % high
+    h_s, h_u = scaled["classifier_auc"]["hits"], same["classifier_auc"]["hits"]
+    assert h_s["value"] > h_u["value"] + 0.08 and h_s["value"] > 0.6, (h_s, h_u)
     # conditional fidelity: response E_calo/pt is ~10 % higher for the scaled sample in every pt bin
     rs = scaled["conditional"]["response_vs_pt"]
     r = np.array(rs["real"]["E_calo/pt"]["mean"])
@@ -165,6 +171,7 @@ def test_cli_end_to_end(files, tmp_path):
         "fd_hl",
         "kpd_hl",
         "classifier_auc_hl",
+        "classifier_auc_hits",
     } <= set(res["metrics"])
     md = (out / "report.md").read_text()
     pngs = re.findall(r"\]\(([^)]+\.png)\)", md)

@@ -161,12 +161,12 @@ def hit_set_arrays(deposits: list[dict], k: int = 64) -> tuple[np.ndarray, np.nd
 
     ``deposits``: per jet ``{channel: (points (n, 2) [Δη, Δφ], energies (n,))}`` as returned by
     ``features.jet_deposits(image, pool=1)`` (tracks and ECAL per pixel, HCAL per tower). Per jet and
-    channel the ``k`` most energetic deposits are kept. Returns ``hits`` (n_jets, 3k, 6) =
-    [Δη, Δφ, log E (GeV), one-hot channel], ``mask`` (n_jets, 3k) bool (False = padding) and
+    channel the ``k`` most energetic deposits are kept. Returns ``hits`` (n_jets, 3k, 7) =
+    [Δη, Δφ, ΔR from the jet axis, log E (GeV), one-hot channel], ``mask`` (n_jets, 3k) bool (False = padding) and
     ``jet`` (n_jets, 6) = [log(1 + number of deposits), log(1 + energy sum / GeV)] per channel, over
     all positive deposits (not only the kept ones).
     """
-    hits = np.zeros((len(deposits), 3 * k, 6), dtype=np.float32)
+    hits = np.zeros((len(deposits), 3 * k, 7), dtype=np.float32)
     mask = np.zeros((len(deposits), 3 * k), dtype=bool)
     jet = np.zeros((len(deposits), 2 * len(HIT_CHANNELS)), dtype=np.float64)
     for j, dep in enumerate(deposits):
@@ -180,8 +180,9 @@ def hit_set_arrays(deposits: list[dict], k: int = 64) -> tuple[np.ndarray, np.nd
             m = len(order)
             sl = slice(c * k, c * k + m)
             hits[j, sl, 0:2] = pts[order]
-            hits[j, sl, 2] = np.log(e[order])
-            hits[j, sl, 3 + c] = 1.0
+            hits[j, sl, 2] = np.hypot(pts[order, 0], pts[order, 1])
+            hits[j, sl, 3] = np.log(e[order])
+            hits[j, sl, 4 + c] = 1.0
             mask[j, sl] = True
     return hits, mask, jet
 
@@ -193,7 +194,7 @@ def hit_classifier_auc(
     cond_gen: np.ndarray | None = None,
     *,
     seeds=(0, 1, 2),
-    hidden: int = 64,
+    hidden: int = 32,
     max_epochs: int = 30,
     patience: int = 4,
     batch_size: int = 256,
@@ -202,7 +203,7 @@ def hit_classifier_auc(
     """Held-out AUC of a Deep Sets / particle-flow network separating real (0) from generated (1) jets
     on their hits (``hit_set_arrays`` output), over ``seeds``.
 
-    Per hit φ(Δη, Δφ, log E, channel) → masked sum over the jet's hits (normalised by the maximum
+    Per hit φ(Δη, Δφ, ΔR, log E, channel) → masked sum over the jet's hits (normalised by the maximum
     number of hits) together with the per-channel hit counts and energy sums and the optional per-jet
     conditions (e.g. log pt, log m0) → F → logit. Unlike the high-level classifier it sees where each hit is and
     what it carries, so it also catches wrong spatial structure (a missing core, wrong hit clustering)
@@ -216,7 +217,7 @@ def hit_classifier_auc(
     jet = np.concatenate([real[2], gen[2]]).astype(np.float64)
     if cond_real is not None and cond_gen is not None:
         jet = np.column_stack([jet, np.concatenate([cond_real, cond_gen]).astype(np.float64)])
-    n_feat = 3  # Δη, Δφ, log E are standardised; the channel one-hot is not
+    n_feat = 4  # Δη, Δφ, ΔR, log E are standardised; the channel one-hot is not
 
     def prepare(tr):
         sel = Mk[tr]

@@ -488,7 +488,7 @@ def evaluate(
         "value": hit_v["value"], "std": hit_v["std"], "values": hit_v["values"],
         "floor": hit_f["value"], "floor_std": hit_f["std"], "floor_values": hit_f["values"],
         "jets_per_sample": int(len(ig)), "hits_per_channel": HIT_CLASSIFIER_K,
-        "note": "Deep Sets on the jets' hits (Δη, Δφ, log E, channel; the most energetic "
+        "note": "Deep Sets on the jets' hits (Δη, Δφ, ΔR, log E, channel; the most energetic "
         f"{HIT_CLASSIFIER_K} per channel) + hit counts" + (" + log pt, log m0" if conditioned else ""),
     }
     timing["classifier"] = time.perf_counter() - t

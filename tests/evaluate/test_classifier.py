@@ -55,16 +55,17 @@ def test_hit_set_arrays_top_k_per_channel():
     deps = _toy_deposits(rng, 3, core=False)
     deps[1]["hcal"] = (np.array([[0.1, -0.2], [0.3, 0.0]]), np.array([-1.0, 5.0]))  # negative deposit dropped
     hits, mask, jet = hit_set_arrays(deps, k=8)
-    assert hits.shape == (3, 24, 6) and mask.shape == (3, 24) and jet.shape == (3, 6)
+    assert hits.shape == (3, 24, 7) and mask.shape == (3, 24) and jet.shape == (3, 6)
     for j, dep in enumerate(deps):
         for c, name in enumerate(("tracks", "ecal", "hcal")):
             pts, e = dep[name]
             want = sorted(((float(ei), tuple(p)) for p, ei in zip(pts, e) if ei > 0), reverse=True)[:8]
             block, m = hits[j, c * 8 : (c + 1) * 8], mask[j, c * 8 : (c + 1) * 8]
             assert m.sum() == len(want) and m[: len(want)].all()
-            np.testing.assert_allclose(np.exp(block[: len(want), 2]), [w[0] for w in want], rtol=1e-5)
+            np.testing.assert_allclose(np.exp(block[: len(want), 3]), [w[0] for w in want], rtol=1e-5)
             np.testing.assert_allclose(block[: len(want), :2], [w[1] for w in want], rtol=1e-6, atol=1e-7)
-            assert (block[: len(want), 3 + c] == 1).all() and (block[: len(want), 3:].sum(1) == 1).all()
+            np.testing.assert_allclose(block[: len(want), 2], [np.hypot(*w[1]) for w in want], rtol=1e-6, atol=1e-7)
+            assert (block[: len(want), 4 + c] == 1).all() and (block[: len(want), 4:].sum(1) == 1).all()
             assert not block[len(want) :].any()
             positive = e[e > 0]
             assert jet[j, c] == pytest.approx(np.log1p(len(positive)))

@@ -235,8 +235,10 @@ inline void gemm(int m, int n, int K, const T* A, int64_t ars, int64_t acs, cons
   for (; c < n; c += W) gemm_cols<T, ACC, 1>(m, K, A, ars, acs, B + c, ldb, C + c, ldc, rs);
 }
 
-constexpr int BQ = 48;  // query rows per tile
+constexpr int BQ = 48;  // query rows per tile (a multiple of the 6-row micro-kernel: no remainder rows)
 constexpr int BK = 128;  // key columns per tile (a multiple of every vector width)
+static_assert(BQ % 8 == 0, "exp2_vec processes the per-row arrays (BQ entries) in whole 8-lane vectors");
+static_assert(BK % 16 == 0, "load_tiles_t copies 16-row chunks that must not straddle two key tiles");
 
 inline int round_up(int x, int w) { return (x + w - 1) / w * w; }
 inline int64_t round_up64(int64_t x, int64_t w) { return (x + w - 1) / w * w; }

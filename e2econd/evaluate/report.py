@@ -34,13 +34,11 @@ from e2econd.utils import atomic_dir, provenance
 W1_FEATURES = F.FEATURE_NAMES
 #: log-spaced per-hit energy bins (GeV) for the histograms of all jets
 HIT_EDGES = np.geomspace(1e-3, 1e4, 71)
-
-
-# ----------------------------------------------------------------------------- reading
 #: hits per channel (most energetic first) fed to the hit-level classifier
 HIT_CLASSIFIER_K = 64
 
 
+# ----------------------------------------------------------------------------- reading
 def _hit_table_path(path: Path, split: str) -> Path:
     p = path / f"{split}.parquet"
     if not p.is_file():
@@ -489,7 +487,8 @@ def evaluate(
         "floor": hit_f["value"], "floor_std": hit_f["std"], "floor_values": hit_f["values"],
         "jets_per_sample": int(len(ig)), "hits_per_channel": HIT_CLASSIFIER_K,
         "note": "Deep Sets on the jets' hits (Δη, Δφ, ΔR, log E, channel; the most energetic "
-        f"{HIT_CLASSIFIER_K} per channel) + hit counts" + (" + log pt, log m0" if conditioned else ""),
+        f"{HIT_CLASSIFIER_K} per channel) + hit counts and energy sums per channel"
+        + (" + log pt, log m0" if conditioned else ""),
     }
     timing["classifier"] = time.perf_counter() - t
 

@@ -289,11 +289,11 @@ constexpr double kLn2 = 0.6931471805599453;
 // Lp x dp, Lp = the jet's length rounded up to BK, zero padded.
 template <typename T>
 struct PackedKV {
-  std::vector<T> buf;
+  std::unique_ptr<T[]> buf;  // uninitialised: the packing writes every element, padding included
   std::vector<int64_t> off;  // per job: first padded token of the job (sum of earlier Lp)
   int64_t H = 0;
   int dp = 0;
-  T* kt(size_t j, int64_t h, int64_t lp) { return buf.data() + 2 * dp * (off[j] * H + h * lp); }
+  T* kt(size_t j, int64_t h, int64_t lp) { return buf.get() + 2 * dp * (off[j] * H + h * lp); }
   T* v(size_t j, int64_t h, int64_t lp) { return kt(j, h, lp) + dp * lp; }
 };
 
@@ -456,7 +456,7 @@ void attention_forward(const FwdArgs<T>& a, const std::vector<Job>& jobs, int64_
     kv.off[j] = padded_total;
     padded_total += round_up64(jobs[j].len, BK);
   }
-  kv.buf.resize((size_t)(2 * dp * padded_total * a.H));
+  kv.buf.reset(new T[(size_t)(2 * dp * padded_total * a.H)]);
   // Pack K^T and V per (jet, head), in parallel.
   const int64_t npack = (int64_t)jobs.size() * a.H;
   at::parallel_for(0, npack, 1, [&](int64_t b, int64_t e) {

@@ -195,7 +195,9 @@ def make_data(
     import contextlib
 
     with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(E2EWriter(p, format=f, config=config)) for p, f in outputs]
+        # deterministic: no creation time in the metadata, so the same command writes the same bytes and
+        # `preprocess`, whose train/val/test split is keyed on the file's sha256, splits it the same way
+        writers = [stack.enter_context(E2EWriter(p, format=f, config=config, deterministic=True)) for p, f in outputs]
 
         def consume(res):
             nonlocal events, cpu_s

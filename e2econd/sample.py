@@ -34,6 +34,7 @@ import torch
 from e2econd.data.geometry import CHANNELS
 from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, make_plan, run_plan
 from e2econd.errors import E2EInputError
+from e2econd.utils import bar_disabled
 
 MAX_HITS_PER_JET = 4000  # safety cap on sampled multiplicities (real three-channel top jets: < 2,000)
 
@@ -367,11 +368,10 @@ def sample_to_file(run_dir: str | os.PathLike, out: str | os.PathLike, opts: Sam
               "options": asdict(opts), "steps": gen.plan.steps, "rank": rank, "world_size": world,
               "device": str(device), "jets": int(pt.size), "jet_range": [lo, hi]}
     shard = _shard_path(out, rank, world)
-    show = progress if progress is not None else None
     t_start = time.perf_counter()
     with E2EWriter(shard, config=config, deterministic=True) as writer, \
             tqdm(total=pt.size, unit="jet", desc=f"sample[{opts.sampler}x{gen.plan.steps}]",
-                 disable=(show is False) or (show is None and not os.isatty(2)) or rank != 0) as bar:
+                 disable=rank != 0 or bar_disabled(progress)) as bar:
         for c, s in enumerate(range(0, pt.size, opts.chunk_size)):
             e = min(s + opts.chunk_size, pt.size)
             images = gen.generate(pt[s:e], m0[s:e], y[s:e], chunk_index=lo // max(opts.chunk_size, 1) + c,

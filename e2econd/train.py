@@ -46,7 +46,7 @@ from e2econd.diffusion.schedule import CosineSchedule, q_sample, v_target
 from e2econd.errors import E2EInputError
 from e2econd.model.multiplicity import MultiplicityModel
 from e2econd.model.set_transformer import SetTransformer
-from e2econd.utils import atomic_path, provenance, write_json_atomic
+from e2econd.utils import atomic_path, bar_disabled, provenance, write_json_atomic
 
 CHECKPOINT_FORMAT = 1
 _VAL_SEED = 0x5EED_0F_FA1
@@ -557,7 +557,7 @@ def train(
             desc="train",
             unit="step",
             file=sys.stderr,
-            disable=None if progress is None else not progress,
+            disable=bar_disabled(progress),
             dynamic_ncols=True,
         )
     last_val = None

@@ -23,6 +23,12 @@ from typing import Any
 from e2econd._version import __version__
 
 
+def bar_disabled(progress: bool | None) -> bool | None:
+    """tqdm's ``disable`` for a progress switch: True shows the bar, False hides it, None shows it
+    only when stderr is a terminal (tqdm's own check)."""
+    return None if progress is None else not progress
+
+
 def provenance(config: dict[str, Any] | None = None, timestamp: bool = True) -> dict[str, Any]:
     """Versions, backend, time and command line that produced an output, plus its config.
 

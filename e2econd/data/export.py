@@ -13,6 +13,7 @@ from pathlib import Path
 from e2econd.data.e2e_io import E2EWriter
 from e2econd.data.hits import batch_hits_to_images
 from e2econd.data.hitstore import SPLITS, _split_list, check_data_dir, iter_split
+from e2econd.utils import bar_disabled
 
 
 def export(
@@ -43,7 +44,7 @@ def export(
     with (
         E2EWriter(Path(out), format=format, config=config, row_group_size=chunk_size) as writer,
         tqdm(
-            total=total, unit="jet", desc="export", disable=None if progress is None else not progress
+            total=total, unit="jet", desc="export", disable=bar_disabled(progress)
         ) as bar,
     ):
         for jets, chans in iter_split(data_dir, splits, batch_size=chunk_size):

@@ -36,7 +36,7 @@ from e2econd.data.hits import NEGATIVES, images_to_hits
 from e2econd.data.hitstore import SPLITS, hit_schema, hits_to_table
 from e2econd.data.transforms import TransformFitter
 from e2econd.errors import E2EInputError
-from e2econd.utils import atomic_dir, provenance, provenance_json, write_json_atomic
+from e2econd.utils import atomic_dir, bar_disabled, provenance, provenance_json, write_json_atomic
 
 DEFAULT_SPLIT = (0.8, 0.1, 0.1)
 FORMAT = "e2econd-hits"
@@ -380,7 +380,7 @@ def preprocess(
                 total=n_total,
                 unit="jet",
                 desc="preprocess",
-                disable=None if progress is None else not progress,
+                disable=bar_disabled(progress),
                 smoothing=0.1,
             ) as bar:
                 for res in _results(tasks, workers):

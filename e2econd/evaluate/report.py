@@ -28,7 +28,7 @@ import numpy as np
 from e2econd.errors import E2EInputError
 from e2econd.evaluate import features as F
 from e2econd.evaluate import metrics as M
-from e2econd.utils import atomic_dir, provenance
+from e2econd.utils import atomic_dir, bar_disabled, provenance
 
 #: per-jet features compared with W1: all of them (see features.py for definitions)
 W1_FEATURES = F.FEATURE_NAMES
@@ -310,7 +310,7 @@ def _progress(total: int, desc: str, enabled: bool | None):
 
     return tqdm(
         total=total, desc=desc, unit="jet" if "read" in desc else "pair", leave=False,
-        disable=None if enabled is None else not enabled, file=None
+        disable=bar_disabled(enabled), file=None
     )
 
 

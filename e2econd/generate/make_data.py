@@ -25,6 +25,7 @@ import numpy as np
 from e2econd.errors import E2EInputError
 from e2econd.generate.detector import DetectorConfig, simulate
 from e2econd.generate.imaging import render, seed_tower
+from e2econd.utils import bar_disabled
 
 PROCESSES: dict[str, dict] = {
     "top": {"R": 0.8, "pt_min": 400.0, "pt_max": 1000.0, "kinds": ("top",)},
@@ -187,7 +188,7 @@ def make_data(
               "detector": detector.to_dict(), "pileup": float(pileup)} for k in range(n_units)]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n, unit="jet", desc=f"make-data {process}", disable=None if progress is None else not progress,
+    bar = tqdm(total=n, unit="jet", desc=f"make-data {process}", disable=bar_disabled(progress),
                leave=False)
     t0 = time.perf_counter()
     events = 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,21 +13,21 @@ from click.testing import CliRunner
 from e2econd.cli import main
 from e2econd.data.e2e_io import read_e2e
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-QG_H5 = SHARED / "E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101.h5"
+QG_H5 = "E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101.h5"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, shared_data):
     """A three-channel run trained for a few steps on the shared quark/gluon file (shapes, not quality)."""
     from e2econd.config import parse_channels, preset
     from e2econd.data.preprocess import preprocess
     from e2econd.train import train
 
-    assert QG_H5.exists(), f"shared test data missing: {QG_H5}"
+    qg_h5 = shared_data() / QG_H5
+    assert qg_h5.exists(), f"shared test data missing: {qg_h5}"
     root = tmp_path_factory.mktemp("run")
     data = root / "qg"
-    preprocess([QG_H5], data, progress=False)
+    preprocess([qg_h5], data, progress=False)
     cfg = preset("cpu")
     cfg.data.channels = parse_channels("all")
     cfg.model.width, cfg.model.blocks, cfg.model.heads, cfg.model.cond_width = 16, 1, 2, 32

@@ -2,14 +2,15 @@
 #   make demo   install what is missing, then run the whole pipeline on the embedded top-jet data
 #   make test   install what is missing, then ruff + the test suite (CPU)
 # Variables: PYTHON (python3), VENV (.venv), TORCH_SPEC (torch==2.14.1: a CUDA 13.0 build, so the
-# CUDA kernels compile even without a GPU; torch==2.13.0 is a small CPU-only build), PYTEST_ARGS.
+# CUDA kernels compile even without a GPU; torch==2.13.0 is a small CPU-only build), PYTEST_ARGS
+# (default: the fast suite, `-m "not slow and not cuda"`; CI passes `-m "not cuda"`, slow tests included).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -m "not slow and not cuda"
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.e2econd-installed
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
+SOURCES := setup.py pyproject.toml e2econd/ops/_build.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
 ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
 export CUDA_HOME ?= /usr/local/cuda
 endif

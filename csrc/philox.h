@@ -67,18 +67,31 @@ E2E_HD U4 counter(uint64_t g, uint64_t offset) {
 // 32-bit word -> uniform in (0, 1) with 23 random bits, exact in fp32.
 E2E_HD float uniform(uint32_t r) { return (static_cast<float>(r >> 9) + 0.5f) * kInv2Pow23; }
 
+// -2 log(u) for u in (0, 1). Device: log1pf(u - 1) (u - 1 is exact in fp32 for these u), because the
+// kernels build with --use_fast_math, which turns logf into __logf, whose absolute error (~2^-21.4)
+// is the whole value near u -> 1 (radius sqrt(-2 log u) off by up to ~5e-4); log1pf has no fast-math
+// substitute and stays within a few ulp. Host: std::log (bit-identical CPU streams across versions;
+// philox.py reproduces either with log1p=False / True).
+E2E_HD float neg2log(float u) {
+#if defined(__CUDA_ARCH__)
+  return -2.0f * log1pf(u - 1.0f);
+#else
+  return -2.0f * std::log(u);
+#endif
+}
+
 // Four standard normals (Box-Muller) from one Philox block, in the order of philox.py::box_muller.
 E2E_HD void normals4(U4 w, float z[4]) {
   const float u0 = uniform(w.x), u1 = uniform(w.y), u2 = uniform(w.z), u3 = uniform(w.w);
 #if defined(__CUDA_ARCH__)
-  const float ra = sqrtf(-2.0f * logf(u0));
-  const float rb = sqrtf(-2.0f * logf(u2));
+  const float ra = sqrtf(neg2log(u0));
+  const float rb = sqrtf(neg2log(u2));
   float sa, ca, sb, cb;
   sincosf(kTwoPi * (u1 - 0.5f), &sa, &ca);
   sincosf(kTwoPi * (u3 - 0.5f), &sb, &cb);
 #else
-  const float ra = std::sqrt(-2.0f * std::log(u0));
-  const float rb = std::sqrt(-2.0f * std::log(u2));
+  const float ra = std::sqrt(neg2log(u0));
+  const float rb = std::sqrt(neg2log(u2));
   const float ta = kTwoPi * (u1 - 0.5f), tb = kTwoPi * (u3 - 0.5f);
   const float sa = std::sin(ta), ca = std::cos(ta), sb = std::sin(tb), cb = std::cos(tb);
 #endif

@@ -23,3 +23,7 @@ class E2EInputError(ValueError):
         msg = f"{prefix}: {message}" if prefix else message
         super().__init__(" ".join(msg.split()))  # always one line
         self.path, self.key, self.row = path, key, row
+
+
+class NonFiniteError(E2EInputError):
+    """Training or sampling produced NaN/inf (bad values in the input data, or a diverging run)."""

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,8 +33,11 @@ import numpy as np
 import torch
 
 from e2econd.data.geometry import CHANNELS
+from e2econd.diffusion.denoiser import guided_network
+from e2econd.diffusion.graphs import GraphDenoiser, graphs_enabled
 from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, make_plan, run_plan
-from e2econd.errors import E2EInputError
+from e2econd.errors import E2EInputError, NonFiniteError
+from e2econd.ops.attention import check_packed_values
 from e2econd.utils import bar_disabled
 
 MAX_HITS_PER_JET = 4000  # safety cap on sampled multiplicities (real three-channel top jets: < 2,000)
@@ -60,6 +64,8 @@ class SampleOptions:
     clip: float = 0.0  # clamp |x0_hat| in standardised units (0 = off)
     collisions: str = "move"  # two hits of a jet on one cell: "move" to the nearest free cell, or "sum"
     knn: int = 32  # neighbours for drawing missing conditions
+    cuda_graphs: bool | None = None  # CUDA: replay one captured network graph per step (None: on, unless
+    #                                  $E2ECOND_CUDA_GRAPHS=0); eager fallback if capture fails; ignored on CPU
 
     def resolved_steps(self) -> int:
         return DEFAULT_STEPS[self.sampler] if self.steps is None else int(self.steps)
@@ -151,8 +157,16 @@ def conditions_from(source: str | os.PathLike, n: int | None) -> tuple[np.ndarra
         split = src / "test.parquet"
         if not split.exists():
             raise E2EInputError("not a hit directory with a test split (test.parquet missing)", path=src)
+        try:
+            names = pq.read_schema(split).names
+        except Exception as exc:  # noqa: BLE001 - any Arrow failure means an unreadable file
+            raise E2EInputError(f"unreadable Parquet file ({type(exc).__name__}: {exc})", path=split) from None
+        missing = [c for c in ("pt", "m0", "y") if c not in names]
+        if missing:
+            raise E2EInputError(f"lacks the condition column(s) {missing} (has {names[:8]})", path=split,
+                                key=missing[0])
         t = pq.read_table(split, columns=["pt", "m0", "y"])
-        pt, m0, y = (t.column(c).to_numpy().astype(np.float64) for c in ("pt", "m0", "y"))
+        pt, m0, y = (t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in ("pt", "m0", "y"))
     elif src.is_file():
         from e2econd.data.e2e_io import iter_e2e
 
@@ -162,6 +176,11 @@ def conditions_from(source: str | os.PathLike, n: int | None) -> tuple[np.ndarra
         raise E2EInputError("no such file or directory", path=src)
     if pt.size == 0:
         raise E2EInputError("holds no jets to take conditions from", path=src)
+    for key, vals, ok in (("pt", pt, pt > 0), ("m0", m0, m0 >= 0), ("y", y, np.isfinite(y))):
+        bad = np.flatnonzero(~(np.isfinite(vals) & ok))
+        if bad.size:
+            raise E2EInputError(f"{bad.size} jet(s) with an invalid condition ({key} = {vals[bad[0]]}; pt must be "
+                                "> 0 GeV, m0 >= 0 GeV, all finite)", path=src, key=key, row=int(bad[0]))
     if n is not None:
         idx = np.arange(n) % pt.size
         pt, m0, y = pt[idx], m0[idx], y[idx]
@@ -191,32 +210,34 @@ class Generator:
         self.model_channels = model_channels
         self.out_channels = [CHANNELS.index(c) for c in wanted]
         self.timing = Timing()
+        self._pool = None  # CUDA-graph memory pool shared by the batches' graphs
+        self.run_dir = None  # named in errors when set
 
-    def _sync(self):
+    def _network(self, channel, cu, max_len, cond, n_jets) -> Callable:
+        """``net(x, t) -> v`` of one batch: static shapes, no host reads (``guided_network``)."""
+        return guided_network(self.run.model, channel, cu, max_len, cond, n_jets, self.opts.guidance,
+                              bf16=bool(self.run.config.train.bf16))
+
+    def _denoiser(self, net: Callable, x: torch.Tensor) -> Callable:
+        """The per-step callable of the loop: a CUDA-graph replay of ``net`` (CUDA), else ``net``
+        itself, timed per call on CPU (on CUDA the loop is timed as a whole: no per-step sync)."""
+        if graphs_enabled(self.device, self.opts.cuda_graphs):
+            try:
+                if self._pool is None:
+                    self._pool = torch.cuda.graph_pool_handle()
+                g = GraphDenoiser(net, x, warmup=1, pool=self._pool)
+                self.timing.extra["graphs_captured"] = self.timing.extra.get("graphs_captured", 0) + 1
+                return g
+            except Exception as exc:  # capture unsupported here: eager fallback, said once
+                warnings.warn(f"CUDA graph capture failed ({type(exc).__name__}: {str(exc)[:120]}); "
+                              "sampling eagerly", RuntimeWarning, stacklevel=2)
+                self.opts.cuda_graphs = False
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def _denoiser(self, channel, cu, max_len, cond, n_jets) -> Callable:
-        model, w = self.run.model, self.opts.guidance
-        if w != 1.0:  # classifier-free guidance: one call on [cond; null] stacked along the jets
-            cu2 = torch.cat([cu, cu[1:] + cu[-1]])
-            ch2 = torch.cat([channel, channel])
-            cond2 = {k: torch.cat([v, v]) for k, v in cond.items()}
-            drop = torch.zeros(2 * n_jets, dtype=torch.bool, device=self.device)
-            drop[n_jets:] = True
+            return net
 
         def denoise(x, t):
-            self._sync()
             t0 = time.perf_counter()
-            if w == 1.0:
-                tt = torch.full((n_jets,), t, device=self.device)
-                v = model.forward_packed(x, channel, cu, tt, cond, None, max_seqlen=max_len)
-            else:
-                tt = torch.full((2 * n_jets,), t, device=self.device)
-                vv = model.forward_packed(torch.cat([x, x]), ch2, cu2, tt, cond2, drop, max_seqlen=max_len)
-                vc, vu = vv[: x.shape[0]], vv[x.shape[0]:]
-                v = vu + w * (vc - vu)
-            self._sync()
+            v = net(x, t)
             self.timing.network_s += time.perf_counter() - t0
             return v
 
@@ -271,12 +292,20 @@ class Generator:
         channel_d, cu_d = channel.to(dev), cu.to(dev)
         cond = {"pt": ct[:, 0].to(dev), "m0": ct[:, 1].to(dev), "y": yt.to(dev)}
         max_len = int(lengths.max()) if B else 0
-        denoise = self._denoiser(channel_d, cu_d, max_len, cond, B)
+        check_packed_values(cu, tot, max_len)  # host copy: validated once, the loop reads nothing back
+        denoise = self._denoiser(self._network(channel_d, cu_d, max_len, cond, B), x)
         t0 = time.perf_counter()
         net0 = self.timing.network_s
         x = run_plan(denoise, x, self.plan, mask=None, seed=seed & 0x7FFFFFFF, clip=opts.clip)
-        self._sync()
-        self.timing.update_s += (time.perf_counter() - t0) - (self.timing.network_s - net0)
+        n_bad = int((~torch.isfinite(x)).any(1).sum())  # the batch's one host read of the loop's result
+        if dev.type == "cuda":  # network and updates overlap: the loop is one number
+            self.timing.network_s += time.perf_counter() - t0
+        else:
+            self.timing.update_s += (time.perf_counter() - t0) - (self.timing.network_s - net0)
+        if n_bad:
+            raise NonFiniteError(f"the network returned non-finite values: {n_bad} of {tot} hits of batch {b} "
+                                f"(chunk {chunk_index}) are NaN/inf after sampling (diverged checkpoint?)",
+                                path=self.run_dir)
         feats = run.transforms.inverse(x.float(), channel_d).cpu().numpy().astype(np.float64)
         ch = channel.numpy()
         hits = []
@@ -322,7 +351,7 @@ def sample_to_file(run_dir: str | os.PathLike, out: str | os.PathLike, opts: Sam
     from tqdm import tqdm
 
     from e2econd.data.e2e_io import E2EWriter
-    from e2econd.train import load_run, resolve_device
+    from e2econd.rundir import load_run, resolve_device
     from e2econd.utils import provenance, write_json_atomic
 
     out = Path(out)
@@ -360,7 +389,7 @@ def sample_to_file(run_dir: str | os.PathLike, out: str | os.PathLike, opts: Sam
         pt, m0, y = draw_conditions(run.cond_table, n, opts.pt, opts.mass, opts.label,
                                     seed=_seed(opts.seed, 0xC0D), knn=opts.knn)
     gen = Generator(run, opts)  # validates sampler, steps and channels before any work
-    gen.rank = rank
+    gen.rank, gen.run_dir = rank, run_path
     n_all = pt.size
     lo, hi = n_all * rank // world, n_all * (rank + 1) // world
     pt, m0, y = pt[lo:hi], m0[lo:hi], y[lo:hi]

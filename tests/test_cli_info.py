@@ -30,6 +30,9 @@ def test_info_reports_the_loaded_kernels():
         assert b["extension_loaded"] and b["build"].startswith("cpu")
     if b["extension_loaded"]:
         assert {"diffusion_step", "packed_attention_fwd", "packed_attention_bwd"} <= set(b["cpu_kernels"])
+        assert b["source"] == "prebuilt at install" or b["source"].startswith("JIT-compiled ("), b
+    else:
+        assert b["source"].startswith("reference (") and b["load_error"], b
     assert info["torch"] and "cpu" in info["devices"][0]
 
 
@@ -38,6 +41,7 @@ def test_without_the_extension_everything_falls_back_to_the_references():
     info = subprocess.run([sys.executable, "-m", "e2econd", "info"], env=env, capture_output=True, text=True,
                           check=True).stdout
     assert "extension: NOT loaded" in info and "active backend:   reference" in info
+    assert "kernels from:     reference (disabled by E2ECOND_DISABLE_EXT=1)" in info
     code = """
 import torch
 from e2econd.ops import backend

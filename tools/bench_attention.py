@@ -12,9 +12,13 @@ Implementations (forward, and forward+backward with a random upstream gradient):
   flex           FlexAttention, torch.compile'd, block mask built once per batch (padded)
   varlen         torch.nn.attention.varlen.varlen_attn (CUDA, bf16/fp16 only; packed)
   ours_padded    e2econd masked_attention (padded kernel)
-  ours_packed    e2econd packed_attention (packed kernel)
+  ours_packed    e2econd packed_attention, impl="kernel" (the e2econd fp32-FMA kernel)
+  ours_auto      e2econd packed_attention as the model calls it (CUDA bf16/fp16: the varlen path)
 Cases: ``realistic`` (32 jets, hit counts log-normal quantiles clamped to 30–2,000, median
-~700, as a three-channel top jet) and ``uniform`` (32 jets of 512 hits); H = 4, D = 16.
+~700, as a three-channel top jet) and ``uniform`` (32 jets of 512 hits); H = 4, D = 16; and
+``gpu_preset``: the ``gpu`` training preset's attention (its batch of jets with the realistic mix,
+heads and head dim from e2econd.config; packed implementations only; 4 jets on the CPU).
+``--quick`` compiles nothing (flex is skipped): CUDA device time is scarce.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from e2econd.ops import backend
-from e2econd.ops.attention import masked_attention, masked_attention_reference, packed_attention
+from e2econd.ops.attention import masked_attention, masked_attention_reference, packed_attention, varlen_available
 
 try:  # shared timing helper (tools/benchutil.py); same contract implemented locally otherwise
     from tools.benchutil import time_fn
@@ -77,8 +81,10 @@ def _inputs(lengths: list[int], H: int, D: int, dtype: torch.dtype, device: str,
     return padded, packed, lens, cu.to(device), N
 
 
-def _impls(lengths, H, D, dtype, device):
+def _impls(lengths, H, D, dtype, device, quick=False, packed_only=False):
     """name -> (layout, callable(q, k, v) -> out) or (layout, reason string) when unavailable."""
+    if packed_only:
+        return _packed_impls(lengths, H, D, dtype, device)
     padded, packed, lens, cu, N = _inputs(lengths, H, D, dtype, device)
     B = len(lengths)
     key_mask = (torch.arange(N, device=device)[None, :] < lens[:, None])[:, None, None, :]
@@ -94,6 +100,8 @@ def _impls(lengths, H, D, dtype, device):
 
     impls["sdpa_loop"] = ("packed", sdpa_loop)
     try:
+        if quick:
+            raise RuntimeError("skipped in --quick (torch.compile)")
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
         def mask_mod(b, h, qi, ki):
@@ -117,8 +125,43 @@ def _impls(lengths, H, D, dtype, device):
     elif device.startswith("cuda"):
         impls["varlen"] = ("packed", "unavailable: varlen_attn supports bf16/fp16 only")
     impls["ours_padded"] = ("padded", lambda q, k, v: masked_attention(q, k, v, lens))
-    impls["ours_packed"] = ("packed", lambda q, k, v: packed_attention(q, k, v, cu, max(lengths)))
+    impls.update(_ours_packed(cu, max(lengths), dtype, device))
     return impls, padded, packed
+
+
+def _ours_packed(cu, mx, dtype, device) -> dict:
+    impls = {"ours_packed": ("packed", lambda q, k, v: packed_attention(q, k, v, cu, mx, impl="kernel"))}
+    if device.startswith("cuda") and dtype in (torch.bfloat16, torch.float16):
+        impls["ours_auto"] = ("packed", lambda q, k, v: packed_attention(q, k, v, cu, mx))
+    return impls
+
+
+def _packed_impls(lengths, H, D, dtype, device):
+    """Packed implementations only (large batches: no padded (B, H, N, N) work)."""
+    g = torch.Generator(device="cpu").manual_seed(1)
+    total = sum(lengths)
+    packed = [torch.randn(total, H, D, generator=g).to(device=device, dtype=dtype) for _ in range(3)]
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    cu, mx = cu.to(device), max(lengths)
+    impls = {}
+    if device.startswith("cuda") and dtype in (torch.bfloat16, torch.float16) and varlen_available():
+        from torch.nn.attention.varlen import varlen_attn
+
+        impls["varlen"] = ("packed", lambda q, k, v: varlen_attn(q, k, v, cu, cu, mx, mx))
+    impls.update(_ours_packed(cu, mx, dtype, device))
+    return impls, None, packed
+
+
+def gpu_preset_shape(device: str, quick: bool) -> tuple[list[int], int, int]:
+    """(lengths, H, D) of the gpu preset's attention: its batch (4 jets on the CPU), heads, head dim."""
+    from e2econd.config import preset
+
+    cfg = preset("gpu")
+    B = cfg.train.batch_size if device.startswith("cuda") else 4
+    lengths = realistic_lengths(B, median=700.0 if device.startswith("cuda") else 150.0,
+                                hi=2000 if device.startswith("cuda") else 300)
+    return lengths, cfg.model.heads, cfg.model.width // cfg.model.heads
 
 
 def attention_rows(device: str, quick: bool) -> list[dict]:
@@ -133,10 +176,13 @@ def attention_rows(device: str, quick: bool) -> list[dict]:
     warmup, repeats = (1, 3) if quick else (2, 7 if device.startswith("cuda") else 5)
     if device.startswith("cuda"):
         warmup, repeats = (3, 10) if quick else (10, 50)
+    shapes = {case: (lengths, H, D, False) for case, lengths in cases.items()}
+    gl, gh, gd = gpu_preset_shape(device, quick)
+    shapes["gpu_preset"] = (gl, gh, gd, True)
     rows = []
-    for case, lengths in cases.items():
+    for case, (lengths, H, D, packed_only) in shapes.items():
         for dtype in dtypes:
-            impls, padded, packed = _impls(lengths, H, D, dtype, device)
+            impls, padded, packed = _impls(lengths, H, D, dtype, device, quick=quick, packed_only=packed_only)
             for name, (layout, fn) in impls.items():
                 for mode in ("fwd", "fwd+bwd"):
                     row = {

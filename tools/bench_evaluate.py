@@ -1,6 +1,7 @@
 """Time ``e2econd evaluate`` on N real vs N generated jets (default 20,000 vs 20,000).
 
-The jets are resampled from the shared real-format top-jet file (../shared/data, 200 jets) with
+The jets are resampled from the real-format top-jet file of an independent generator (the full
+200-jet file in $E2ECOND_SHARED_DATA if set, else the committed 16-jet slice in tests/fixtures) with
 random η/φ reflections and 5 % per-pixel energy jitter, so occupancies (≈40 track pixels, ≈650
 ECAL pixels, ≈47 HCAL towers per jet) are realistic; "generated" uses another seed and may be
 scaled. Files are written once with E2EWriter into --cache and reused.
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-SRC = Path(__file__).resolve().parents[2] / "shared" / "data" / "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102.h5"
+SRC = (Path(os.environ.get("E2ECOND_SHARED_DATA") or Path(__file__).resolve().parents[1] / "tests" / "fixtures")
+       / "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102.h5")
 
 
 def make_file(path: Path, n: int, seed: int, scale: float, fmt: str) -> None:

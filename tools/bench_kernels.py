@@ -5,10 +5,15 @@
 diffusion_step rows: the eager pure-PyTorch reference, the ``torch.compile``d reference and the
 extension kernel (out of place and in place), per sampler case; achieved GB/s counts the bytes the
 op must read + write once (x, v, [x0_prev], [noise], mask, out, [x0]) and is compared with a
-measured copy (memcpy / device-to-device) of the same number of bytes, the physical limit. Inputs
-are larger than the last-level cache. Attention rows come from ``tools/bench_attention.py``
-(``attention_rows(device, quick)``) when that file exists. ``--quick`` finishes within about a
-minute on a 2-core CPU (smaller sizes, fewer repeats, torch.compile only for one case).
+measured copy (memcpy / device-to-device) of the same number of bytes. On the CPU the physical
+limit is the STREAM triad (a = b + s*c, 12 bytes per element) on arrays >= 4x the last-level cache
+at the same thread count (``stream`` rows; ``pct_triad`` of every step row is against it): a copy
+of a cache-resident buffer is no limit (the in-place step once read 180 % of it). The step is also
+run at that DRAM size (``dram`` rows, the kernel only). Bytes counted per case: x, v, out
+(in place: out = x, still one read and one write), + x0_prev, noise, x0 when used, + the bool mask.
+Attention rows come from ``tools/bench_attention.py`` (``attention_rows(device, quick)``).
+``--quick`` finishes within about a minute on a 2-core CPU (smaller sizes, fewer repeats,
+torch.compile only for one case on the CPU and for none on CUDA, where device time is scarce).
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ from e2econd.ops.diffusion_step import (  # noqa: E402
     diffusion_step_reference,
     dpmpp2m_coefficients,
 )
-from tools.benchutil import copy_bandwidth, last_level_cache_bytes, time_fn  # noqa: E402
+from tools.benchutil import (  # noqa: E402
+    copy_bandwidth,
+    dram_array_bytes,
+    last_level_cache_bytes,
+    stream_bandwidth,
+    time_fn,
+)
 
 # sampler case -> (uses x0_prev, noise source, returns x0)
 CASES = {
@@ -79,7 +90,7 @@ def _bytes(x: torch.Tensor, case: str) -> int:
     return n_tensors * x.numel() * x.element_size() + x.numel() // x.size(-1)  # + bool mask
 
 
-def diffusion_step_rows(device: str, quick: bool) -> list[dict]:
+def diffusion_step_rows(device: str, quick: bool, stream_mib: int | None = None, compile_ok: bool = True) -> list[dict]:
     """Rows of the fused reverse-diffusion step on ``device``."""
     cuda = device.startswith("cuda")
     F = 3
@@ -87,7 +98,7 @@ def diffusion_step_rows(device: str, quick: bool) -> list[dict]:
         sizes = [(4096, 700)] if quick else [(4096, 700), (16384, 700)]  # 8.6M, 34M elements
         dtypes = [torch.float32, torch.bfloat16]
         warmup, repeats = (3, 10) if quick else (10, 50)
-        cases, compile_cases = list(CASES), set(CASES)
+        cases, compile_cases = list(CASES), (set() if quick else set(CASES))
     else:
         # x alone is 32 MiB at 2.8M points; every case moves >= 3x that (> a 32 MiB LLC)
         sizes = [(2000, 700)] if quick else [(4000, 700)]  # 4.2M / 8.4M elements
@@ -95,8 +106,14 @@ def diffusion_step_rows(device: str, quick: bool) -> list[dict]:
         warmup, repeats = (1, 5) if quick else (2, 15)
         cases = ["ddim", "ddpm_philox"] if quick else list(CASES)
         compile_cases = {"ddim"} if quick else set(CASES)
+    if not compile_ok:
+        compile_cases = set()
     llc = last_level_cache_bytes() if not cuda else None
-    rows = []
+    rows, triad = [], None
+    if not cuda:
+        rows.append(_stream_row(device, stream_mib, 3 if quick else 5))
+        triad = rows[-1]["triad_gbps"]
+        print(_fmt(rows[-1]), file=sys.stderr, flush=True)
     for B, N in sizes:
         for dtype in dtypes:
             for case in cases:
@@ -143,6 +160,8 @@ def diffusion_step_rows(device: str, quick: bool) -> list[dict]:
                     results[name] = stats["median_ms"]
                     pct = 100 * gbps / copy["gbps"]
                     rows.append({**row, "status": "ok", **stats, "gbps": gbps, "pct_copy": pct})
+                    if triad:
+                        rows[-1]["pct_triad"] = 100 * gbps / triad
                     print(_fmt(rows[-1]), file=sys.stderr, flush=True)
                 for r in rows[-len(impls):]:
                     if r.get("status") != "ok" or not r["impl"].startswith("ours"):
@@ -151,6 +170,47 @@ def diffusion_step_rows(device: str, quick: bool) -> list[dict]:
                         if f"{ref}_ref" in results:
                             r[f"speedup_vs_{ref}"] = results[f"{ref}_ref"] / r["median_ms"]
                 del x, v, kw
+    if not cuda:
+        rows += _dram_step_rows(device, F, rows[0], 2 if quick else 5)
+    return rows
+
+
+def _stream_row(device: str, stream_mib: int | None, repeats: int) -> dict:
+    """STREAM copy / triad at >= 4x LLC (or ``stream_mib`` MiB per array), the CPU's DRAM limit."""
+    nbytes = (stream_mib << 20) if stream_mib else dram_array_bytes()
+    r = stream_bandwidth(nbytes, device, repeats=repeats)
+    return {"kernel": "stream", "case": f"{r['array_bytes'] >> 20}MiB", "impl": "triad", "dtype": "float32",
+            "device": device, "status": "ok", "median_ms": r["triad_ms"], "gbps": r["triad_gbps"],
+            "copy_gbps": r["copy_gbps"], "pct_copy": 100 * r["triad_gbps"] / r["copy_gbps"], **r}
+
+
+def _dram_step_rows(device: str, F: int, stream: dict, repeats: int) -> list[dict]:
+    """The kernel (out of place and in place) on tensors as large as the STREAM arrays."""
+    numel = stream["array_bytes"] // 4
+    N = 700
+    B = max(numel // (N * F), 1)
+    if not use_extension("diffusion_step", torch.device(device)):
+        return []
+    rows = []
+    for case in ("ddim", "ddpm_philox"):
+        rows += _dram_case(device, case, B, N, F, stream, repeats)
+    return rows
+
+
+def _dram_case(device, case, B, N, F, stream, repeats) -> list[dict]:
+    x, v, coef, kw = _inputs(B, N, F, torch.float32, device, case)
+    kwi = {k: val for k, val in kw.items() if k != "return_x0"}
+    nbytes = _bytes(x, case)
+    rows = []
+    for name, fn in (("ours", lambda: diffusion_step(x, v, coef, **kw)),
+                     ("ours_inplace", lambda: diffusion_step_(x, v, coef, **kwi))):
+        stats = time_fn(fn, 1, repeats, device)
+        gbps = nbytes / (stats["median_ms"] * 1e-3) / 1e9
+        rows.append({"kernel": "diffusion_step", "case": f"{case}_dram", "impl": name, "device": device,
+                     "dtype": "float32", "B": B, "N": N, "F": F, "numel": x.numel(), "bytes": nbytes,
+                     "status": "ok", **stats, "gbps": gbps, "pct_copy": 100 * gbps / stream["copy_gbps"],
+                     "pct_triad": 100 * gbps / stream["triad_gbps"]})
+        print(_fmt(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
@@ -172,6 +232,8 @@ def _fmt(r: dict) -> str:
     s = f"{head} {r['median_ms']:10.3f} ms"
     if "gbps" in r:
         s += f" {r['gbps']:8.1f} GB/s {r['pct_copy']:6.1f}% copy"
+    if "pct_triad" in r:
+        s += f" {r['pct_triad']:6.1f}% triad"
     if r.get("speedup_vs_eager"):
         s += f"  x{r['speedup_vs_eager']:.2f} eager"
     if r.get("speedup_vs_compiled"):
@@ -186,10 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (about a minute on CPU)")
     ap.add_argument("--json", default=None, help="write rows, copy bandwidth and provenance here")
     ap.add_argument("--skip-attention", action="store_true", help="only the diffusion_step rows")
+    ap.add_argument("--stream-mib", type=int, default=None,
+                    help="CPU: MiB per STREAM array (default: 4x the last-level cache, >= 1 GiB)")
+    ap.add_argument("--no-compile", action="store_true", help="no torch.compile'd reference rows")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but no CUDA GPU is available")
-    rows = diffusion_step_rows(args.device, args.quick)
+    rows = diffusion_step_rows(args.device, args.quick, args.stream_mib, compile_ok=not args.no_compile)
     if not args.skip_attention:
         rows += _attention_rows(args.device, args.quick)
     print(f"# backend: {backend()}  threads: {torch.get_num_threads()}")

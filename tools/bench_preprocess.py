@@ -2,7 +2,8 @@
 """Benchmark ``e2econd preprocess``: throughput (jets/s) and peak RSS for --workers 1 and 2.
 
 Builds a Parquet file in the layout of the public E2E files (one row group per jet, doubles,
-legacy ``list.item`` nesting, snappy) by replicating the rows of ../shared/data/*.parquet, then
+legacy ``list.item`` nesting, snappy) by replicating the rows of the independent generator's
+Parquet files ($E2ECOND_SHARED_DATA/*.parquet if set, else the slices in tests/fixtures), then
 runs the preprocess in a fresh subprocess per setting and reports wall time, jets/s and peak
 resident memory (main process, largest worker, and the sampled peak of their concurrent total), plus
 CPU time per jet (``getrusage``) which, unlike wall time, does not depend on other load on the box.
@@ -27,11 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_parquets() -> list[Path]:
-    for d in (REPO / "shared" / "data", REPO.parent / "shared" / "data"):
-        files = sorted(d.glob("*.parquet"))
-        if files:
-            return files
-    raise SystemExit("no shared data (../shared/data/*.parquet)")
+    d = Path(os.environ.get("E2ECOND_SHARED_DATA") or REPO / "tests" / "fixtures")
+    files = sorted(d.glob("*.parquet"))
+    if not files:
+        raise SystemExit(f"no real-format Parquet files in {d}")
+    return files
 
 
 def build_input(path: Path, n_jets: int, fmt: str) -> None:

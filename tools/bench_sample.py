@@ -34,7 +34,9 @@ def main(argv=None) -> int:
                     help="sampler:steps (repeatable); default ddpm:512 dpmpp2m:32 dpmpp2m:16 dpmpp2m:8 ddim:32")
     ap.add_argument("--format", default="parquet", choices=["parquet", "h5"])
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-cuda-graphs", action="store_true", help="CUDA: evaluate the network eagerly")
     args = ap.parse_args(argv)
+    graphs = False if args.no_cuda_graphs else None
 
     from e2econd.sample import SampleOptions, sample_to_file
 
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
             name, steps = cfg.split(":")
             n = args.n_ddpm if (name == "ddpm" and args.n_ddpm) else args.n
             opts = SampleOptions(n=n, pt=args.pt, sampler=name, steps=int(steps), device=args.device,
-                                 batch_size=args.batch_size, seed=0)
+                                 batch_size=args.batch_size, seed=0, cuda_graphs=graphs)
             s = sample_to_file(args.run_dir, Path(tmp) / f"gen.{args.format}", opts, progress=False)
             t = s["timing"]
             rows.append({"sampler": name, "steps": int(steps), "jets": n, "jets_per_s": t["jets_per_s"],
@@ -65,7 +67,8 @@ def main(argv=None) -> int:
               f"{100 * r['network_s'] / tot:6.1f} {100 * r['update_s'] / tot:6.1f} {100 * r['other_s'] / tot:7.1f}")
     if args.json:
         meta = {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-                "torch": torch.__version__, "device": args.device, "threads": torch.get_num_threads(),
+                "torch": torch.__version__, "device": args.device, "cuda_graphs": graphs,
+                "threads": torch.get_num_threads(),
                 "run_dir": args.run_dir, "pt": args.pt, "argv": sys.argv}
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0

@@ -5,7 +5,8 @@ Generates top and quark/gluon jets with the same work units as ``make_data`` and
 per-channel occupancy (< 10 % non-zero pixels), calorimeter energy in the jet cone vs the jet energy
 pT·cosh(η), the top-mass peak (median m0 in 150–200 GeV), gluon jets wider (energy-weighted ΔR) and
 with more tracks than quark jets; compares occupancies and energy sums with the statistics of an
-independent generator (``../shared/data/*.stats.json``) and records CPU ms per jet.
+independent generator (``*.stats.json`` of its full files, committed in tests/fixtures; ``--ref-dir``)
+and records CPU ms per jet.
 
 Usage: PYTHONPATH=. python tools/report_make_data.py --n-top 1000 --n-qg 1000 --workers 2 \
            --out-dir reports/make_data
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out-dir", default="reports/make_data")
-    ap.add_argument("--ref-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--ref-dir", default=str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
     args = ap.parse_args(argv)
     import sys
 

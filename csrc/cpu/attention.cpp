@@ -14,6 +14,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "attention_checks.h"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -120,15 +122,13 @@ TView<T> packed_view(const at::Tensor& x) {
 
 at::Tensor unit_last(const at::Tensor& x) { return x.stride(-1) == 1 ? x : x.contiguous(); }
 
-void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t dim) {
-  TORCH_CHECK(q.dim() == dim, op, ": q must have ", dim, " dims, got ", q.sizes());
-  TORCH_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), op, ": q, k, v shapes differ: ", q.sizes(),
-              " ", k.sizes(), " ", v.sizes());
-  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), op,
-              ": q, k, v dtypes differ");
-  TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble, op,
-              ": CPU kernel supports float32 and float64, got ", q.scalar_type());
-  TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(), op, ": tensors must be on CPU");
+void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+               const at::Tensor& seq, int64_t dim) {
+  attn::check_qkv(op, q, k, v, seq, dim);
+  TORCH_CHECK_VALUE(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble, op,
+                    ": CPU kernel supports float32 and float64, got ", q.scalar_type());
+  TORCH_CHECK_VALUE(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(), op,
+                    ": tensors must be on CPU");
 }
 
 // Jobs of the padded layout, longest first (lengths clamped to [0, N]).
@@ -149,21 +149,16 @@ std::vector<Job> padded_jobs(const at::Tensor& lengths, int64_t B, int64_t N, in
   return jobs;
 }
 
-std::vector<Job> packed_jobs(const at::Tensor& cu_seqlens, int64_t total, int64_t* max_len) {
-  TORCH_CHECK(cu_seqlens.dim() == 1 && cu_seqlens.size(0) >= 1, "packed_attention: cu_seqlens must be (B+1,)");
-  TORCH_CHECK(!at::isFloatingType(cu_seqlens.scalar_type()), "packed_attention: cu_seqlens must be integer");
+std::vector<Job> packed_jobs(const char* op, const at::Tensor& cu_seqlens, int64_t total, int64_t max_seqlen,
+                             int64_t* max_len) {
   const at::Tensor cu = cu_seqlens.to(at::kLong).contiguous();
   const int64_t* cp = cu.data_ptr<int64_t>();
   const int64_t B = cu.size(0) - 1;
-  TORCH_CHECK(cp[0] == 0 && cp[B] <= total, "packed_attention: cu_seqlens must start at 0 and end at <= total (",
-              total, "), got ", cp[0], " .. ", cp[B]);
+  *max_len = attn::check_cu_seqlens(op, cp, B, total, max_seqlen);
   std::vector<Job> jobs;
-  *max_len = 0;
   for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK(cp[b + 1] >= cp[b], "packed_attention: cu_seqlens must be non-decreasing (jet ", b, ")");
     const int64_t len = cp[b + 1] - cp[b];
     if (len > 0) jobs.push_back({cp[b], len});
-    *max_len = std::max(*max_len, len);
   }
   std::stable_sort(jobs.begin(), jobs.end(), [](const Job& a, const Job& b) { return a.len > b.len; });
   return jobs;
@@ -188,7 +183,7 @@ void run_bwd(const BwdArgs<T>& a, const std::vector<Job>& jobs, int64_t max_len)
 std::tuple<at::Tensor, at::Tensor> masked_attention_fwd_cpu(const at::Tensor& q_, const at::Tensor& k_,
                                                             const at::Tensor& v_, const at::Tensor& lengths,
                                                             double scale) {
-  check_qkv("masked_attention_fwd", q_, k_, v_, 4);
+  check_qkv("masked_attention_fwd", q_, k_, v_, lengths, 4);
   const at::Tensor q = unit_last(q_), k = unit_last(k_), v = unit_last(v_);
   const int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3);
   int64_t max_len = 0;
@@ -207,14 +202,11 @@ std::tuple<at::Tensor, at::Tensor> masked_attention_fwd_cpu(const at::Tensor& q_
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_attention_bwd_cpu(
     const at::Tensor& grad_out, const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
     const at::Tensor& out_, const at::Tensor& lse_, const at::Tensor& lengths, double scale) {
-  check_qkv("masked_attention_bwd", q_, k_, v_, 4);
-  TORCH_CHECK(grad_out.sizes() == q_.sizes() && out_.sizes() == q_.sizes(),
-              "masked_attention_bwd: grad_out / out shape mismatch");
+  check_qkv("masked_attention_bwd", q_, k_, v_, lengths, 4);
+  attn::check_bwd("masked_attention_bwd", grad_out, q_, out_, lse_, false);
   const at::Tensor q = unit_last(q_), k = unit_last(k_), v = unit_last(v_);
   const at::Tensor go = unit_last(grad_out.to(q.scalar_type())), out = unit_last(out_.to(q.scalar_type()));
   const int64_t B = q.size(0), H = q.size(1), N = q.size(2), D = q.size(3);
-  TORCH_CHECK(lse_.dim() == 3 && lse_.size(0) == B && lse_.size(1) == H && lse_.size(2) == N,
-              "masked_attention_bwd: lse must be (B, H, N)");
   const at::Tensor lse = lse_.to(q.scalar_type()).contiguous();
   int64_t max_len = 0;
   const std::vector<Job> jobs = padded_jobs(lengths, B, N, &max_len);
@@ -234,12 +226,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_attention_bwd_cpu(
 std::tuple<at::Tensor, at::Tensor> packed_attention_fwd_cpu(const at::Tensor& q_, const at::Tensor& k_,
                                                             const at::Tensor& v_, const at::Tensor& cu_seqlens,
                                                             int64_t max_seqlen, double scale) {
-  (void)max_seqlen;  // the CPU kernel reads the lengths from cu_seqlens directly
-  check_qkv("packed_attention_fwd", q_, k_, v_, 3);
+  check_qkv("packed_attention_fwd", q_, k_, v_, cu_seqlens, 3);
   const at::Tensor q = unit_last(q_), k = unit_last(k_), v = unit_last(v_);
   const int64_t total = q.size(0), H = q.size(1), D = q.size(2);
   int64_t max_len = 0;
-  const std::vector<Job> jobs = packed_jobs(cu_seqlens, total, &max_len);
+  const std::vector<Job> jobs = packed_jobs("packed_attention_fwd", cu_seqlens, total, max_seqlen, &max_len);
   at::Tensor out = at::zeros({total, H, D}, q.options());
   at::Tensor lse = at::full({H, total}, -std::numeric_limits<double>::infinity(), q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "packed_attention_fwd_cpu", [&] {
@@ -255,18 +246,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> packed_attention_bwd_cpu(
     const at::Tensor& grad_out, const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
     const at::Tensor& out_, const at::Tensor& lse_, const at::Tensor& cu_seqlens, int64_t max_seqlen,
     double scale) {
-  (void)max_seqlen;
-  check_qkv("packed_attention_bwd", q_, k_, v_, 3);
-  TORCH_CHECK(grad_out.sizes() == q_.sizes() && out_.sizes() == q_.sizes(),
-              "packed_attention_bwd: grad_out / out shape mismatch");
+  check_qkv("packed_attention_bwd", q_, k_, v_, cu_seqlens, 3);
+  attn::check_bwd("packed_attention_bwd", grad_out, q_, out_, lse_, true);
   const at::Tensor q = unit_last(q_), k = unit_last(k_), v = unit_last(v_);
   const at::Tensor go = unit_last(grad_out.to(q.scalar_type())), out = unit_last(out_.to(q.scalar_type()));
   const int64_t total = q.size(0), H = q.size(1), D = q.size(2);
-  TORCH_CHECK(lse_.dim() == 2 && lse_.size(0) == H && lse_.size(1) == total,
-              "packed_attention_bwd: lse must be (H, total)");
   const at::Tensor lse = lse_.to(q.scalar_type()).contiguous();
   int64_t max_len = 0;
-  const std::vector<Job> jobs = packed_jobs(cu_seqlens, total, &max_len);
+  const std::vector<Job> jobs = packed_jobs("packed_attention_bwd", cu_seqlens, total, max_seqlen, &max_len);
   at::Tensor dq = at::zeros({total, H, D}, q.options());
   at::Tensor dk = at::zeros({total, H, D}, q.options());
   at::Tensor dv = at::zeros({total, H, D}, q.options());

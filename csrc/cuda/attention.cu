@@ -20,6 +20,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "attention_checks.h"
+
 #include <cmath>
 #include <limits>
 
@@ -323,13 +325,12 @@ View row_view(bool packed, int64_t H, int64_t N_or_total) {
 
 void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const at::Tensor& seq, int64_t dim) {
-  TORCH_CHECK(q.dim() == dim, op, ": q must have ", dim, " dims, got ", q.sizes());
-  TORCH_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), op, ": q, k, v shapes differ");
-  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), op, ": q, k, v dtypes differ");
-  TORCH_CHECK(q.is_cuda() && k.device() == q.device() && v.device() == q.device() && seq.device() == q.device(), op,
-              ": q, k, v and lengths / cu_seqlens must be on the same CUDA device");
-  TORCH_CHECK(q.size(-1) <= 64, op, ": CUDA kernel supports head dim <= 64, got ", q.size(-1));
-  TORCH_CHECK(seq.dim() == 1, op, ": lengths / cu_seqlens must be 1-D");
+  attn::check_qkv(op, q, k, v, seq, dim);
+  TORCH_CHECK_VALUE(q.is_cuda() && k.device() == q.device() && v.device() == q.device() && seq.device() == q.device(),
+                    op, ": q, k, v and lengths / cu_seqlens must be on the same CUDA device");
+  TORCH_CHECK_VALUE(q.scalar_type() == at::kFloat || q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
+                    op, ": CUDA kernel supports float32, float16 and bfloat16, got ", q.scalar_type());
+  TORCH_CHECK_VALUE(q.size(-1) <= 64, op, ": CUDA kernel supports head dim <= 64, got ", q.size(-1));
 }
 
 // float32, float16, bfloat16 only (float64 inputs take the reference path in Python).
@@ -368,7 +369,7 @@ std::tuple<at::Tensor, at::Tensor> attention_fwd_cuda(const at::Tensor& q_, cons
   at::Tensor lse = packed ? at::full({H, rows}, -INFINITY, q.options().dtype(at::kFloat))
                           : at::full({B, H, rows}, -INFINITY, q.options().dtype(at::kFloat));
   if (B <= 0 || H == 0 || max_len <= 0 || q.numel() == 0) return {out, lse};
-  TORCH_CHECK(B <= INT32_MAX && H <= 65535 && (max_len + kTile - 1) / kTile <= 65535, op, ": problem too large");
+  attn::check_grid(op, B, H, max_len, kTile);
   const Seq s{seq.data_ptr<int>(), packed ? 1 : 0, (int)(packed ? 0 : rows)};
   const dim3 grid((unsigned)B, (unsigned)H, (unsigned)((max_len + kTile - 1) / kTile));
   const float c = (float)scale * kLog2e;
@@ -393,7 +394,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(const at::Tens
                                                                   bool packed, int64_t max_len, double scale) {
   const char* op = packed ? "packed_attention_bwd" : "masked_attention_bwd";
   check_inputs(op, q_, k_, v_, seq_, packed ? 3 : 4);
-  TORCH_CHECK(grad_out.sizes() == q_.sizes() && out_.sizes() == q_.sizes(), op, ": grad_out / out shape mismatch");
+  attn::check_bwd(op, grad_out, q_, out_, lse_, packed);
   c10::cuda::CUDAGuard guard(q_.device());
   const at::Tensor q = unit_last(q_), k = unit_last(k_), v = unit_last(v_);
   const at::Tensor go = unit_last(grad_out.to(q.scalar_type())), out = unit_last(out_.to(q.scalar_type()));
@@ -404,11 +405,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_bwd_cuda(const at::Tens
   const int64_t B = packed ? seq.size(0) - 1 : q.size(0);
   const int64_t rows = packed ? q.size(0) : q.size(2);
   if (!packed) max_len = rows;
-  TORCH_CHECK(lse.numel() == H * rows * (packed ? 1 : B), op, ": lse has the wrong shape ", lse.sizes());
   at::Tensor dq = at::zeros(q.sizes(), q.options());
   at::Tensor dk = at::zeros(q.sizes(), q.options());
   at::Tensor dv = at::zeros(q.sizes(), q.options());
   if (B <= 0 || H == 0 || max_len <= 0 || q.numel() == 0) return {dq, dk, dv};
+  attn::check_grid(op, B, H, max_len, kTile);
   at::Tensor delta = at::zeros(lse.sizes(), lse.options());
   const Seq s{seq.data_ptr<int>(), packed ? 1 : 0, (int)(packed ? 0 : rows)};
   const dim3 grid((unsigned)B, (unsigned)H, (unsigned)((max_len + kTile - 1) / kTile));

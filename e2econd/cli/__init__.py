@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sample": ("e2econd.cli.sample", "sample", "Generate jets for requested conditions and write E2E files."),
     "evaluate": ("e2econd.cli.evaluate", "evaluate",
                  "Compare generated with real jets: metrics with floors, plots, report."),
+    "compare": ("e2econd.cli.compare", "compare",
+                "Several generated samples against the same real halves: side-by-side table and plots."),
     "demo": ("e2econd.cli.demo", "demo", "The whole pipeline on the embedded top-jet data, in one command."),
 }
 
@@ -55,6 +57,17 @@ class LazyGroup(click.Group):
         except E2EInputError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        finally:
+            _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Destroy the torch.distributed process group a command started (torchrun + DDP training), so
+    the process exits cleanly: left to interpreter shutdown, gloo's threads abort a rank with
+    "terminate called without an active exception" (exit -6) and torchrun reports the run failed."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

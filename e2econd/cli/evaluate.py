@@ -9,6 +9,153 @@ import click
 
 from e2econd.cli._options import progress_option
 
+_OPTIONS = [
+    click.option("--split", default="test", show_default=True, help="Split read from hit directories."),
+    click.option(
+        "--max-jets",
+        default=20_000,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Read at most this many jets per sample (every jet up to it enters the metrics).",
+    ),
+    click.option(
+        "--emd-pairs",
+        default=500,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Random jet pairs of the thesis-comparison mean-pair EMD.",
+    ),
+    click.option(
+        "--R",
+        "R",
+        default=0.8,
+        show_default=True,
+        type=click.FloatRange(min=0, min_open=True),
+        help="Jet radius R in the EMD ground distance R_pq / R.",
+    ),
+    click.option(
+        "--emd-pool",
+        default=2,
+        show_default=True,
+        type=click.IntRange(1, 25),
+        help="Tracks/ECAL pixels pooled per side for the thesis EMD (1 = single crystals; slower).",
+    ),
+    click.option(
+        "--nn-eval",
+        default=100,
+        show_default=True,
+        type=click.IntRange(2),
+        help="Real and generated jets per coverage/MMD batch (JetNet: 100).",
+    ),
+    click.option(
+        "--nn-batches", default=10, show_default=True, type=click.IntRange(2), help="Coverage/MMD batches (JetNet: 10)."
+    ),
+    click.option(
+        "--hit-jets",
+        default=2000,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Jets per sample for the per-hit energy W1 and the hit-level classifier.",
+    ),
+    click.option(
+        "--image-jets",
+        default=4000,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Jets per sample for the image classifier.",
+    ),
+    click.option(
+        "--classifiers",
+        default="hl,hits,image",
+        show_default=True,
+        help="Classifier tests to run: comma list of hl, hits, image ('' for none).",
+    ),
+    click.option(
+        "--train",
+        "train",
+        default=None,
+        type=click.Path(exists=True),
+        help="Training hit directory (or E2E file): nearest-training-jet memorisation test.",
+    ),
+    click.option(
+        "--bootstrap",
+        "n_boot",
+        default=20,
+        show_default=True,
+        type=click.IntRange(2),
+        help="Bootstrap replicas for the error bars.",
+    ),
+    click.option(
+        "--pt-bins",
+        default=5,
+        show_default=True,
+        type=click.IntRange(0),
+        help="Quantile bins of real pt for the conditional metrics (0: off).",
+    ),
+    click.option(
+        "--classifier-seeds",
+        default=3,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Classifier trainings with different data splits (AUC mean and std over them).",
+    ),
+    click.option(
+        "--grid",
+        "n_grid",
+        default=4,
+        show_default=True,
+        type=click.IntRange(0),
+        help="Random jets per sample in the jet grid plot.",
+    ),
+    click.option("--chunk-size", default=256, show_default=True, type=click.IntRange(1), help="Jets per read chunk."),
+    click.option(
+        "--threads",
+        default=2,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Threads for the EMD and the image classifier.",
+    ),
+    click.option("--seed", default=0, show_default=True, type=int, help="Random seed (halves, batches, bootstrap)."),
+    click.option("--overwrite", is_flag=True, help="Replace an existing output directory."),
+    click.option("--no-plots", is_flag=True, help="Skip the plots."),
+    click.option("--json", "as_json", is_flag=True, help="Also print all numbers as one JSON object on stdout."),
+    progress_option,
+]
+
+
+def evaluation_options(fn):
+    """The options shared by ``evaluate`` and ``compare``."""
+    for opt in reversed(_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def parse_classifiers(spec: str) -> tuple:
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    bad = [s for s in names if s not in ("hl", "hits", "image")]
+    if bad:
+        raise click.BadParameter(
+            f"unknown classifier {bad[0]!r}; choose from hl, hits, image", param_hint="--classifiers"
+        )
+    return names
+
+
+def library_kwargs(kw: dict) -> dict:
+    """Click values -> keyword arguments of ``evaluate``/``compare`` (pops the CLI-only ones)."""
+    kw["classifiers"] = parse_classifiers(kw["classifiers"])
+    kw["progress"] = sys.stderr.isatty() if kw["progress"] is None else kw["progress"]
+    kw["plots"] = not kw.pop("no_plots")
+    return kw
+
+
+def print_headline(head: dict) -> None:
+    def f(x):
+        return "n/a" if x is None else f"{x:.4g}"
+
+    click.echo(f"{'headline metric':<24} {'value':>12} {'floor':>12} {'ratio':>8}")
+    for name, e in head.items():
+        click.echo(f"{name:<24} {f(e['value']):>12} {f(e['floor']):>12} {f(e['ratio']):>8}")
+
 
 @click.command("evaluate")
 @click.option(
@@ -25,139 +172,30 @@ from e2econd.cli._options import progress_option
     multiple=True,
     required=True,
     type=click.Path(exists=True),
-    help="Generated jets: E2E file or hit directory; repeat for several.",
+    help="Generated jets: E2E file, hit directory or sample manifest; repeat for several.",
 )
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(), help="Report directory (plots, report.md, metrics.json)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Also print all numbers as one JSON object on stdout.")
-@click.option("--split", default="test", show_default=True, help="Split read from hit directories.")
-@click.option(
-    "--emd-pairs",
-    default=500,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Random generated-real and real-real jet pairs for the EMD.",
-)
-@click.option(
-    "--R",
-    "R",
-    default=0.8,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Jet radius R in the EMD ground distance R_pq / R.",
-)
-@click.option(
-    "--emd-pool",
-    default=2,
-    show_default=True,
-    type=click.IntRange(1, 25),
-    help="Tracks/ECAL pixels pooled per side for the EMD (1 = single crystals; slower).",
-)
-@click.option(
-    "--hit-jets",
-    default=1000,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Jets per sample whose hits enter the per-hit energy W1 and the hit-level classifier.",
-)
-@click.option(
-    "--bootstrap",
-    "n_boot",
-    default=20,
-    show_default=True,
-    type=click.IntRange(2),
-    help="Bootstrap replicas for the error bars.",
-)
-@click.option(
-    "--pt-bins",
-    default=5,
-    show_default=True,
-    type=click.IntRange(0),
-    help="Quantile bins of real pt for the conditional metrics (0: off).",
-)
-@click.option(
-    "--classifier-seeds",
-    default=3,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Classifier trainings (AUC mean and std over them).",
-)
-@click.option("--max-jets", default=None, type=click.IntRange(1), help="Read at most this many jets per sample.")
-@click.option(
-    "--grid",
-    "n_grid",
-    default=4,
-    show_default=True,
-    type=click.IntRange(0),
-    help="Random jets per sample in the jet grid plot.",
-)
-@click.option("--chunk-size", default=256, show_default=True, type=click.IntRange(1), help="Jets per read chunk.")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(1), help="Threads for the EMD.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (splits, pairs, bootstrap).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing report directory.")
-@click.option("--no-plots", is_flag=True, help="Skip the plots (metrics and report only).")
-@progress_option
-def evaluate(
-    real,
-    generated,
-    out_dir,
-    as_json,
-    split,
-    emd_pairs,
-    R,
-    emd_pool,
-    hit_jets,
-    n_boot,
-    pt_bins,
-    classifier_seeds,
-    max_jets,
-    n_grid,
-    chunk_size,
-    threads,
-    seed,
-    overwrite,
-    no_plots,
-    progress,
-):
+@evaluation_options
+def evaluate(real, generated, out_dir, as_json, **kw):
     """Compare generated with real jets: every metric with its real-vs-real floor and ratio.
 
     REAL and GENERATED are E2E files or preprocessed hit directories (any mix). Writes plots,
-    report.md and metrics.json into --out; with --json also prints the numbers on stdout.
+    report.md and metrics.json (with its "headline" object) into --out; with --json also prints
+    the numbers on stdout.
     """
     from e2econd.evaluate.report import evaluate as run
 
-    res = run(
-        list(real),
-        list(generated),
-        out_dir,
-        split=split,
-        chunk_size=chunk_size,
-        emd_pairs=emd_pairs,
-        R=R,
-        emd_pool=emd_pool,
-        hit_jets=hit_jets,
-        n_boot=n_boot,
-        seed=seed,
-        n_grid=n_grid,
-        pt_bins=pt_bins,
-        classifier_seeds=classifier_seeds,
-        max_jets=max_jets,
-        threads=threads,
-        overwrite=overwrite,
-        progress=sys.stderr.isatty() if progress is None else progress,
-        plots=not no_plots,
-    )
+    res = run(list(real), list(generated), out_dir, **library_kwargs(kw))
     if as_json:
         click.echo(json.dumps(res, default=str))
         return
-    c = res["classifier_auc"]
-    click.echo(f"{'metric':<26} {'value':>12} {'floor':>12} {'ratio':>8}")
-    for name, e in res["metrics"].items():
-
-        def f(x):
-            return "n/a" if x is None else f"{x:.4g}"
-
-        click.echo(f"{name:<26} {f(e['value']):>12} {f(e['floor']):>12} {f(e['ratio']):>8}")
-    click.echo(f"classifier AUC {c['value']:.4f} ± {c['std']:.4f} (floor {c['floor']:.4f}); 0.5 is perfect")
+    print_headline(res["headline"])
+    mem = res.get("memorisation")
+    if mem:
+        click.echo(
+            f"memorisation: median distance ratio gen/real {mem['ratio']:.3f}, {mem['n_copies']} of {mem['n_gen']} "
+            f"generated jets closer to a training jet than 1 % of real jets{' — FLAGGED' if mem['flag'] else ''}"
+        )
     click.echo(f"report: {out_dir}/report.md")

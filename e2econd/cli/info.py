@@ -41,6 +41,9 @@ def info(as_json: bool) -> None:
         click.echo(f"extension: loaded, built as '{b['build']}'")
     else:
         click.echo(f"extension: NOT loaded ({b.get('load_error')}); using the pure-PyTorch reference ops")
+    click.echo(f"kernels from:     {b['source']}")
+    if b["extension_loaded"] and b.get("load_error"):  # e.g. a prebuilt _C that failed, JIT used instead
+        click.echo(f"note:             {b['load_error']}")
     click.echo(f"C++ CPU kernels:  {', '.join(b['cpu_kernels']) or 'none'}")
     cuda_state = "runnable" if b["cuda_available"] else "compiled, not runnable (no GPU visible)"
     click.echo(f"CUDA kernels:     {', '.join(b['cuda_kernels']) or 'none'}"

@@ -53,10 +53,10 @@ def make_data(process, n, seed, out, also_h5, format, pt_min, pt_max, eta_max, w
     detector = None
     if detector_json:
         try:
-            detector = DetectorConfig.from_dict(json.loads(Path(detector_json).read_text()))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise E2EInputError(f"not a JSON object of detector parameters: {exc}",
-                                path=detector_json) from exc
+            params = json.loads(Path(detector_json).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise E2EInputError(f"not a JSON object of detector parameters: {exc}", path=detector_json) from None
+        detector = DetectorConfig.from_dict(params, source=detector_json)
     summary = _make_data(process, n, seed, outs if len(outs) > 1 else outs[0], pt_min=pt_min, pt_max=pt_max,
                          workers=workers, format=format, eta_max=eta_max, pileup=pileup, unit_size=unit_size,
                          detector=detector, progress=False if quiet else progress)

@@ -17,8 +17,9 @@ from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
               help="Jet label y (e.g. 1 = quark / top). Left out: drawn from the training jets like --mass.")
 @click.option("--conditions-from", "conditions_from", type=click.Path(exists=False), default=None,
               help="Take (pt, m0, y) jet by jet from a hit directory (its test split) or an E2E file.")
-@click.option("--n", "n", type=int, default=None,
-              help="Number of jets (default 10000, or all jets of --conditions-from).")
+@click.option("--num-jets", "--n", "n", type=int, default=None,
+              help="Number of jets (default 10000, or all jets of --conditions-from). --n is a single-process alias: "
+                   "under torchrun use --num-jets (torchrun reads --n as an abbreviation of its own options).")
 @click.option("--channels", default=None,
               help="Channels to write (subset of the model's, e.g. 'ecal' or 'tracks,ecal'); others are left empty.")
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="dpmpp2m", show_default=True,
@@ -47,9 +48,10 @@ def sample(run_dir, pt, mass, label, conditions_from, n, channels, sampler, step
 
     \b
     Examples:
-      e2econd sample runs/top --pt 400 --n 10000 --out gen.parquet
+      e2econd sample runs/top --pt 400 --num-jets 10000 --out gen.parquet
       e2econd sample runs/top --conditions-from data/top --sampler ddpm --out gen_ddpm.h5
-    Multi-GPU: torchrun --nproc_per_node K -m e2econd sample ... (one shard per rank + manifest).
+    Multi-GPU: torchrun --nproc_per_node K -m e2econd sample ... --num-jets N (one shard per rank + manifest;
+    `e2econd evaluate --generated OUT.manifest.json` reads them all).
     """
     from e2econd.config import parse_channels
     from e2econd.sample import SampleOptions, default_run_dir, sample_to_file, summary_line, to_json

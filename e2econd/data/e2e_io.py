@@ -570,3 +570,11 @@ def read_provenance(path: str | os.PathLike) -> dict | None:
     if raw is None:
         return None
     return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def expand_generated_inputs(paths) -> list[Path]:
+    """Sample manifests (``OUT.manifest.json`` of a torchrun ``sample``) -> their shards; see
+    :func:`e2econd.data.shards.expand_generated_inputs`."""
+    from e2econd.data.shards import expand_generated_inputs as expand
+
+    return expand(paths)

@@ -11,104 +11,10 @@ mean ± std over several seeds. AUC 0.5 = indistinguishable (perfect generator);
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
+from e2econd.evaluate.training import auc_score, fit_and_score, over_seeds, tensor_batches
 
-def auc_score(labels, scores) -> float:
-    """ROC AUC = P(score of a positive > score of a negative) (+½ for ties), via the rank-sum statistic."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n1, n0 = int(labels.sum()), int((~labels).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
-
-
-def _train_one(
-    n: int,
-    y: np.ndarray,
-    seed: int,
-    prepare,
-    build_net,
-    max_epochs: int,
-    patience: int,
-    batch_size: int,
-    lr: float,
-) -> float:
-    """Train one classifier and return its held-out AUC.
-
-    ``prepare(train_idx)`` returns the input tensors (each indexable by jet), standardised with
-    statistics of the training jets only; ``build_net()`` returns a module taking those tensors.
-    """
-    import torch
-
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(n)
-    n_tr, n_va = int(0.5 * n), int(0.2 * n)
-    tr, va, te = idx[:n_tr], idx[n_tr : n_tr + n_va], idx[n_tr + n_va :]
-    inputs = prepare(tr)
-    ys = torch.as_tensor(y, dtype=torch.float32)
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = build_net()
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
-    lossf = torch.nn.BCEWithLogitsLoss()
-    tr_t, va_t = torch.as_tensor(tr), torch.as_tensor(va)
-
-    def logits(b):
-        return net(*(x[b] for x in inputs)).squeeze(1)
-
-    # small samples: smaller batches and at least ~400 optimiser steps (patience ~100 steps) so that
-    # a few hundred jets still train properly; large samples: max_epochs / patience in epochs
-    batch_size = int(min(batch_size, max(32, len(tr) // 8)))
-    steps = -(-len(tr) // batch_size)
-    max_epochs = max(max_epochs, -(-400 // steps))
-    patience = max(patience, -(-100 // steps))
-    best, best_state, bad = float("inf"), None, 0
-    for _ in range(max_epochs):
-        net.train()
-        perm = tr_t[torch.randperm(len(tr_t), generator=g)]
-        for s in range(0, len(perm), batch_size):
-            b = perm[s : s + batch_size]
-            opt.zero_grad()
-            loss = lossf(logits(b), ys[b])
-            loss.backward()
-            opt.step()
-        net.eval()
-        with torch.no_grad():
-            vl = float(lossf(logits(va_t), ys[va_t]))
-        if vl < best - 1e-5:
-            best, bad = vl, 0
-            best_state = {k: v.clone() for k, v in net.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    with torch.no_grad():
-        scores = logits(torch.as_tensor(te)).numpy()
-    return auc_score(y[te], scores)
-
-
-def _over_seeds(fn, seeds) -> dict:
-    """Run ``fn(seed)`` single-threaded for each seed; mean, std and the values."""
-    import torch
-
-    # a tiny network is fastest single-threaded; several threads on a busy 2-core box are ~20x slower
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        vals = [fn(int(s)) for s in seeds]
-    finally:
-        torch.set_num_threads(n_threads)
-    return {
-        "value": float(np.mean(vals)),
-        "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-        "values": [float(v) for v in vals],
-    }
+__all__ = ["auc_score", "classifier_auc", "hit_classifier_auc", "hit_set_arrays"]
 
 
 def classifier_auc(
@@ -124,7 +30,9 @@ def classifier_auc(
 ) -> dict:
     """Held-out AUC of an MLP separating X_real (label 0) from X_gen (label 1), over ``seeds``.
 
-    Returns {"value": mean AUC, "std": std over seeds, "values": [...]}. Use equal sample sizes.
+    Returns :func:`e2econd.evaluate.training.over_seeds`'s dict ({"value": mean AUC, "std": std over
+    seeds, "values": [...], also "auc", "auc_err", "per_seed", "epochs", "n_train", "n_test", "time_s"}).
+    Use equal sample sizes.
     """
     import torch
 
@@ -135,7 +43,7 @@ def classifier_auc(
     def prepare(tr):
         mu, sd = X[tr].mean(0), X[tr].std(0)
         sd = np.where(sd > 0, sd, 1.0)
-        return (torch.as_tensor((X - mu) / sd, dtype=torch.float32),)
+        return tensor_batches(torch.as_tensor((X - mu) / sd, dtype=torch.float32))
 
     def build_net():
         d = X.shape[1]
@@ -147,9 +55,8 @@ def classifier_auc(
             torch.nn.Linear(hidden, 1),
         )
 
-    return _over_seeds(
-        lambda s: _train_one(len(X), y, s, prepare, build_net, max_epochs, patience, batch_size, lr), seeds
-    )
+    opts = {"max_epochs": max_epochs, "patience": patience, "batch_size": batch_size, "lr": lr}
+    return over_seeds(lambda s: fit_and_score(y, s, prepare, build_net, **opts), seeds)
 
 
 # ----------------------------------------------------------------------------- hit sets
@@ -207,7 +114,7 @@ def hit_classifier_auc(
     number of hits) together with the per-channel hit counts and energy sums and the optional per-jet
     conditions (e.g. log pt, log m0) → F → logit. Unlike the high-level classifier it sees where each hit is and
     what it carries, so it also catches wrong spatial structure (a missing core, wrong hit clustering)
-    that summary features average away. Returns {"value", "std", "values"}.
+    that summary features average away. Returns the same dict as :func:`classifier_auc`.
     """
     import torch
 
@@ -228,7 +135,7 @@ def hit_classifier_auc(
         Hs[..., :n_feat] = np.where(Mk[..., None], (H[..., :n_feat] - mu) / sd, 0.0)
         jmu, jsd = jet[tr].mean(0), jet[tr].std(0)
         jsd = np.where(jsd > 0, jsd, 1.0)
-        return (
+        return tensor_batches(
             torch.as_tensor(Hs, dtype=torch.float32),
             torch.as_tensor(Mk, dtype=torch.float32),
             torch.as_tensor((jet - jmu) / jsd, dtype=torch.float32),
@@ -248,6 +155,5 @@ def hit_classifier_auc(
             pooled = (self.phi(hits) * mask[..., None]).sum(1) / float(H.shape[1])
             return self.F(torch.cat([pooled, jet_feats], dim=1))
 
-    return _over_seeds(
-        lambda s: _train_one(len(H), y, s, prepare, DeepSets, max_epochs, patience, batch_size, lr), seeds
-    )
+    opts = {"max_epochs": max_epochs, "patience": patience, "batch_size": batch_size, "lr": lr}
+    return over_seeds(lambda s: fit_and_score(y, s, prepare, DeepSets, **opts), seeds)

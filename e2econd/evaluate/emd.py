@@ -66,3 +66,76 @@ def emd_pairs(jets_p, jets_q, R: float = 0.8, threads: int = 2, progress=None) -
             if progress:
                 progress(1)
     return out
+
+
+def _solver():
+    """POT's exact network-simplex solver without its per-call Python checks (~2x faster on small jets)."""
+    try:
+        from ot.lp.emd_wrap import emd_c
+
+        def solve(a, b, M):
+            return float(emd_c(a, b, M, 10_000_000, 1)[1])
+    except ImportError:  # pragma: no cover - older/newer POT layouts
+
+        def solve(a, b, M):
+            return float(ot.emd2(a, b, M, numItermax=10_000_000))
+
+    return solve
+
+
+_SOLVE = _solver()
+
+
+def _unpad(pts, e):
+    m = e > 0
+    return np.ascontiguousarray(pts[m]), np.ascontiguousarray(e[m])
+
+
+def _emd_row(pp, ep, qs, R: float) -> np.ndarray:
+    """EMDs of one jet (pp, ep) to unpadded jets ``qs`` (same definition as :func:`emd`)."""
+    out = np.empty(len(qs))
+    sp = float(ep.sum())
+    allq = np.concatenate([q[0] for q in qs]) if qs else np.zeros((0, 2))
+    full = cdist(pp, allq) / R if len(pp) and len(allq) else np.zeros((len(pp), len(allq)))
+    start = 0
+    for j, (_pq, eq) in enumerate(qs):
+        nq = len(eq)
+        sq = float(eq.sum())
+        if len(ep) == 0 or nq == 0:
+            out[j] = abs(sp - sq)
+        else:
+            diff = sp - sq
+            M = np.zeros((len(ep) + 1, nq + 1))
+            M[:-1, :-1] = full[:, start : start + nq]
+            a = np.append(ep, max(-diff, 0.0))
+            b = np.append(eq, max(diff, 0.0))
+            b *= a.sum() / b.sum()
+            out[j] = _SOLVE(a, b, M) + abs(diff)
+        start += nq
+    return out
+
+
+def emd_matrix(pts_p, e_p, pts_q, e_q, R: float = 0.8, threads: int = 2, progress=None) -> np.ndarray:
+    """Pairwise EMDs (len(p), len(q)) between padded jets: points (n, k, 2), energies (n, k) (0 = padding).
+
+    Same definition as :func:`emd`; rows are solved concurrently in ``threads`` threads (POT's solver
+    releases the GIL). ``progress``: optional callable(n_pairs_done) per row.
+    """
+    pts_p, e_p = np.asarray(pts_p, np.float64), np.asarray(e_p, np.float64)
+    pts_q, e_q = np.asarray(pts_q, np.float64), np.asarray(e_q, np.float64)
+    out = np.empty((len(e_p), len(e_q)))
+    ps = [_unpad(pts_p[i], e_p[i]) for i in range(len(e_p))]
+    qs = [_unpad(pts_q[j], e_q[j]) for j in range(len(e_q))]
+
+    def row(i):
+        out[i] = _emd_row(ps[i][0], ps[i][1], qs, R)
+        if progress:
+            progress(len(qs))
+
+    if threads <= 1:
+        for i in range(len(e_p)):
+            row(i)
+    else:
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(row, range(len(e_p))))
+    return out

@@ -83,16 +83,55 @@ class DetectorConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> DetectorConfig:
-        d = dict(d)
-        if "had_beta" in d:
-            d["had_beta"] = tuple(d["had_beta"])
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            from e2econd.errors import E2EInputError
+    def from_dict(cls, d: dict, source: object = None) -> DetectorConfig:
+        """Parameters from a dict (e.g. ``make-data --detector FILE``), checked one by one: a one-line
+        :class:`~e2econd.errors.E2EInputError` naming ``source`` and the parameter for an unknown name,
+        a non-number, a NaN/inf (only ``ecal_sr_et`` may be inf), a negative value, or a probability
+        outside [0, 1]."""
+        from e2econd.errors import E2EInputError
 
-            raise E2EInputError(f"unknown detector parameter(s) {sorted(unknown)}", key="detector")
+        if not isinstance(d, dict):
+            raise E2EInputError(f"expected a JSON object of detector parameters, got {type(d).__name__}",
+                                path=source, key="detector")
+        d = dict(d)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(d) - set(names)
+        if unknown:
+            raise E2EInputError(f"unknown detector parameter(s) {sorted(unknown)} (known: {', '.join(names)})",
+                                path=source, key="detector")
+        for name, value in d.items():
+            d[name] = _checked(name, value, source)
         return cls(**d)
+
+
+_PROBABILITIES = {"trk_eff", "mu_eff", "em_halo_frac", "had_pint_ecal"}
+_POSITIVE = {"r_ecal", "z_ecal", "r_hcal", "z_hcal", "em_core", "em_halo", "had_ecal_sigma", "hcal_sigma",
+             "had_resp"}
+
+
+def _checked(name: str, value, source):
+    """One detector parameter, validated (see :meth:`DetectorConfig.from_dict`)."""
+    from e2econd.errors import E2EInputError
+
+    def bad(why: str):
+        return E2EInputError(f"{name} = {value!r}: {why}", path=source, key=name)
+
+    if name == "had_beta":
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise bad("expected two numbers [alpha, beta] of a Beta distribution")
+        return tuple(_checked("had_beta[]", v, source) for v in value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad("expected a number")
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and name != "ecal_sr_et"):
+        raise bad("expected a finite number")
+    if name in _PROBABILITIES and not 0.0 <= v <= 1.0:
+        raise bad("a probability must lie in [0, 1]")
+    if (name in _POSITIVE or name == "had_beta[]") and v <= 0:
+        raise bad("must be > 0")
+    if name != "B" and v < 0:
+        raise bad("must be >= 0")
+    return v
 
 
 @dataclass

@@ -48,13 +48,15 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada[1].bias)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, h, c, bidx, cu_seqlens, max_seqlen):
+    def forward(self, h, c, bidx, cu_seqlens, max_seqlen, check: bool = True):
         mods = self.ada(c)[bidx]  # (total, 6d): per-jet modulation broadcast to its hits
         sh1, sc1, g1, sh2, sc2, g2 = mods.chunk(6, dim=-1)
         total, d = h.shape
         qkv = self.qkv(_modulate(self.norm1(h), sh1, sc1)).view(total, 3, self.heads, d // self.heads)
-        q, k, v = (qkv[:, i].contiguous() for i in range(3))
-        a = packed_attention(q, k, v, cu_seqlens, max_seqlen)
+        # strided (total, H, Dh) views of the one projection (unit stride along Dh): the attention
+        # kernels and varlen_attn take row strides, so no copies of q, k, v
+        q, k, v = qkv.unbind(1)
+        a = packed_attention(q, k, v, cu_seqlens, max_seqlen, check=check)
         h = h + g1 * self.drop(self.proj(a.reshape(total, d).to(h.dtype)))
         h = h + g2 * self.drop(self.mlp(_modulate(self.norm2(h), sh2, sc2)))
         return h
@@ -89,8 +91,13 @@ class SetTransformer(nn.Module):
         c = self.time(t) + self.cond(cond["pt"], cond["m0"], cond["y"], drop_cond)
         return c + self.counts(torch.log1p(counts.float()))
 
-    def forward_packed(self, x, channel, cu_seqlens, t, cond, drop_cond=None, max_seqlen=None):
-        """x (total, 3) packed hits of B jets (jet b = rows cu_seqlens[b]:cu_seqlens[b+1]) -> v (total, 3)."""
+    def forward_packed(self, x, channel, cu_seqlens, t, cond, drop_cond=None, max_seqlen=None, check=True):
+        """x (total, 3) packed hits of B jets (jet b = rows cu_seqlens[b]:cu_seqlens[b+1]) -> v (total, 3).
+
+        With ``max_seqlen`` given and ``check=False`` (cu_seqlens validated by the caller) the call
+        reads no tensor value on the host: no device sync, static shapes (CUDA-graph capturable).
+        ``check=True`` validates cu_seqlens / max_seqlen once (first block) in eager mode.
+        """
         B = cu_seqlens.numel() - 1
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
         if max_seqlen is None:
@@ -102,8 +109,8 @@ class SetTransformer(nn.Module):
         c = self.conditioning(t, cond, drop_cond, counts)
         h = self.inp(x.float()) + self.channel_emb(channel)
         cu = cu_seqlens.to(torch.int32)
-        for blk in self.blocks:
-            h = blk(h, c, bidx, cu, max_seqlen)
+        for i, blk in enumerate(self.blocks):
+            h = blk(h, c, bidx, cu, max_seqlen, check=check and i == 0)
         sh, sc = self.ada_out(c)[bidx].chunk(2, dim=-1)
         return self.out(_modulate(self.norm_out(h), sh, sc)).float()
 

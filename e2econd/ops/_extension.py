@@ -1,18 +1,34 @@
-"""Load the compiled extension ``e2econd._C`` and say which backend each op uses.
+"""Load the compiled kernels and say which backend each op uses.
 
-The package works without the extension: every op has a pure-PyTorch reference that is both
-the fallback and the test oracle. ``E2ECOND_DISABLE_EXT=1`` skips loading the extension;
+The package works without them: every op has a pure-PyTorch reference that is both the fallback
+and the test oracle. The kernels come from one of two places, tried in order:
+
+1. **prebuilt at install**: ``e2econd._C``, compiled by ``setup.py`` when torch was importable in
+   the build environment (``pip install --no-build-isolation .``, ``make setup``);
+2. **JIT-compiled**: otherwise (plain ``pip install .``, or a prebuilt ``_C`` that fails to import,
+   e.g. an undefined symbol after torch was upgraded), the shipped sources (``e2econd/_csrc``, or
+   the checkout's ``csrc/``) are compiled on first use with ``torch.utils.cpp_extension.load``
+   against the installed torch, into ``$E2ECOND_CACHE`` (default ``~/.cache/e2econd``) under a key
+   of torch version + source hash + build flags, behind a file lock so that concurrent processes
+   (torchrun ranks) compile once. Later imports load the cached library in milliseconds.
+
+``E2ECOND_DISABLE_EXT=1`` skips both; ``E2ECOND_JIT=0`` skips the JIT compile; a failed compile
+falls back to the references with the error recorded (``backend()["load_error"]``, ``e2econd info``).
 ``reference_mode()`` forces the reference path inside a block (for A/B comparisons).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import os
 import threading
 from collections.abc import Iterator
 
 import torch
+
+from e2econd.ops import _jit
 
 OPS = (
     "diffusion_step",
@@ -23,16 +39,28 @@ OPS = (
     "packed_attention_bwd",
 )
 
-LOAD_ERROR: str | None = None
-try:
-    if os.environ.get("E2ECOND_DISABLE_EXT", "").lower() in ("1", "true", "yes"):
-        raise ImportError("disabled by E2ECOND_DISABLE_EXT=1")
-    from e2econd import _C  # noqa: F401  (import runs the TORCH_LIBRARY registrations)
+LOAD_ERROR: str | None = None  # why the kernels are not loaded, or why the prebuilt _C was not used
+SOURCE: str = "reference"  # "prebuilt at install" | "JIT-compiled (<cache path>)" | "reference (<why>)"
 
-    LOADED = True
-except ImportError as exc:  # no extension built: pure-PyTorch fallback
-    LOADED = False
-    LOAD_ERROR = str(exc)
+
+def _load() -> tuple[bool, str, str | None]:
+    """(loaded, source, error) after trying the prebuilt extension, then the JIT compile."""
+    if os.environ.get("E2ECOND_DISABLE_EXT", "").lower() in ("1", "true", "yes"):
+        return False, "reference (disabled by E2ECOND_DISABLE_EXT=1)", "disabled by E2ECOND_DISABLE_EXT=1"
+    prebuilt_error = None
+    if importlib.util.find_spec("e2econd._C") is not None:  # a prebuilt library is installed
+        try:
+            importlib.import_module("e2econd._C")  # runs the TORCH_LIBRARY registrations
+            return True, "prebuilt at install", None
+        except ImportError as exc:  # e.g. undefined symbol: built against another torch
+            prebuilt_error = f"prebuilt e2econd._C failed to import: {' '.join(str(exc).split())}"
+    loaded, source, error = _jit.load_or_compile()
+    if prebuilt_error:
+        error = prebuilt_error + (f"; {error}" if error else "; used the JIT-compiled kernels instead")
+    return loaded, source, error
+
+
+LOADED, SOURCE, LOAD_ERROR = _load()
 
 _state = threading.local()
 
@@ -79,6 +107,7 @@ def backend() -> dict:
         "cuda_kernels": [op for op in OPS if has_kernel(op, "cuda")],
         "cuda_available": torch.cuda.is_available(),
         "active": "reference" if _forced_reference() or not LOADED else "extension",
+        "source": SOURCE,
     }
     if LOAD_ERROR:
         info["load_error"] = LOAD_ERROR

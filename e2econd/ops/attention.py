@@ -10,9 +10,25 @@
 An empty jet (length 0) gives zeros, never NaN. ``scale`` defaults to ``1/sqrt(D)``.
 Lengths above ``N`` are clamped to ``N`` and negative lengths count as 0.
 
-Dispatch: the compiled ``torch.ops.e2econd.*_attention_fwd/bwd`` kernels (CPU: float32 and
-float64; CUDA: float32, bfloat16, float16 with D <= 64) when the extension provides them for the
-input's device, otherwise the pure-PyTorch references below, which are also the test oracle.
+Dispatch (``packed_attention``, first that applies):
+
+* ``varlen``: on CUDA with bfloat16 / float16 and a head dim that is a multiple of 8 (<= 256),
+  torch's FlashAttention ``torch.nn.attention.varlen.varlen_attn`` (tensor cores) when the
+  installed torch has it;
+* ``kernel``: the compiled ``torch.ops.e2econd.*_attention_fwd/bwd`` kernels (CPU: float32 and
+  float64; CUDA: float32, bfloat16, float16 with D <= 64, fp32 FMA: the GPU reference for fp32)
+  when the extension provides them for the input's device and dtype;
+* ``reference``: the pure-PyTorch references below, also the test oracle.
+
+The choice is ``impl=`` of ``packed_attention`` or ``$E2ECOND_ATTENTION`` (``auto`` default,
+``varlen``, ``kernel``, ``reference``): a requested path that cannot run the input falls back
+along the list above (``varlen`` -> ``kernel`` -> ``reference``), so both GPU paths can be timed
+against each other on the same model. ``masked_attention`` (padded) has no ``varlen`` path.
+
+Contract checks: shapes, dtypes and devices always; the *values* of ``cu_seqlens`` (starts at
+0, non-decreasing, ends at ``total``) and ``max_seqlen >= `` the longest jet in eager mode only
+(``check=True``), never under ``torch.compile`` tracing or CUDA-graph capture (they read the
+tensor on the host). A violation raises a one-line ``ValueError``.
 The kernel path is differentiable through ``torch.library.register_autograd`` (the backward
 recomputes the attention matrix from the saved per-query log-sum-exp) and traceable by
 ``torch.compile(fullgraph=True)`` through the fake kernels registered here.
@@ -20,17 +36,23 @@ recomputes the attention matrix from the saved per-query log-sum-exp) and tracea
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 
 import torch
 
 from e2econd.ops._extension import LOADED, use_extension
 
 __all__ = [
+    "IMPLS",
+    "check_packed_values",
     "masked_attention",
     "masked_attention_reference",
     "packed_attention",
     "packed_attention_reference",
+    "select_impl",
+    "varlen_available",
 ]
 
 # Budget for the reference's (chunk, H, N, N) score tensor, in elements (float32: 4 bytes each).
@@ -39,6 +61,17 @@ _REF_SCORE_BUDGET = 1 << 26
 _CPU_DTYPES = (torch.float32, torch.float64)
 _CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _CUDA_MAX_D = 64
+_VARLEN_DTYPES = (torch.bfloat16, torch.float16)
+_VARLEN_MAX_D = 256
+IMPLS = ("auto", "varlen", "kernel", "reference")
+
+try:  # torch >= 2.9: FlashAttention over packed variable-length sequences
+    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
+
+    _VARLEN_HAS_SCALE = "scale" in inspect.signature(_varlen_attn).parameters
+except ImportError:  # older torch: the tensor-core path is simply absent
+    _varlen_attn = None
+    _VARLEN_HAS_SCALE = False
 
 
 def _default_scale(d: int, scale: float | None) -> float:
@@ -73,6 +106,40 @@ def _check_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens:
         raise ValueError(f"packed_attention: cu_seqlens must be an integer tensor; got {cu_seqlens.dtype}")
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"packed_attention: q, k, v dtypes differ ({q.dtype}, {k.dtype}, {v.dtype})")
+
+
+def _tracing(*tensors: torch.Tensor) -> bool:
+    """True under torch.compile / fake tensors / CUDA-graph capture: tensor values are unreadable."""
+    if torch.compiler.is_compiling():
+        return True
+    if any(isinstance(t, torch._subclasses.FakeTensor) or t.device.type == "meta" for t in tensors):
+        return True
+    return any(t.is_cuda for t in tensors) and torch.cuda.is_current_stream_capturing()
+
+
+def check_packed_values(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> None:
+    """Eager contract check of packed attention (reads ``cu_seqlens`` on the host: one sync on CUDA).
+
+    ``cu_seqlens`` must start at 0, be non-decreasing and end at ``total``; ``max_seqlen`` must be
+    >= the longest jet. Raises a one-line ``ValueError`` naming the offending jet.
+    """
+    cu = cu_seqlens.detach().to("cpu", torch.int64)
+    if cu.numel() == 0:
+        return
+    if int(cu[0]) != 0:
+        raise ValueError(f"packed_attention: cu_seqlens must start at 0, got {int(cu[0])}")
+    lengths = cu[1:] - cu[:-1]
+    if lengths.numel() and int(lengths.min()) < 0:
+        b = int(torch.nonzero(lengths < 0)[0, 0])
+        raise ValueError(f"packed_attention: cu_seqlens must be non-decreasing (jet {b}: {int(cu[b])} -> "
+                         f"{int(cu[b + 1])})")
+    if int(cu[-1]) != int(total):
+        raise ValueError(f"packed_attention: cu_seqlens[-1] = {int(cu[-1])} but q has {int(total)} tokens")
+    longest = int(lengths.max()) if lengths.numel() else 0
+    if int(max_seqlen) < longest:
+        b = int(torch.argmax(lengths))
+        raise ValueError(f"packed_attention: max_seqlen = {int(max_seqlen)} is below the longest jet "
+                         f"(jet {b}: {longest} hits)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,6 +291,44 @@ def _kernel_ok(op: str, q: torch.Tensor) -> bool:
     return _kernel_ok_static(op, q.device.type, q.dtype, int(q.shape[-1]))
 
 
+def varlen_available() -> bool:
+    """Whether the installed torch has ``torch.nn.attention.varlen.varlen_attn``."""
+    return _varlen_attn is not None
+
+
+def _varlen_ok(q: torch.Tensor) -> bool:
+    d = int(q.shape[-1])
+    return (_varlen_attn is not None and q.device.type == "cuda" and q.dtype in _VARLEN_DTYPES
+            and d % 8 == 0 and d <= _VARLEN_MAX_D)
+
+
+@torch.compiler.assume_constant_result
+def _impl_from_env() -> str:
+    return os.environ.get("E2ECOND_ATTENTION", "auto").strip().lower() or "auto"
+
+
+def select_impl(q: torch.Tensor, impl: str | None = None) -> str:
+    """The path ``packed_attention`` takes for q: 'varlen', 'kernel' or 'reference' (see module doc)."""
+    want = impl if impl is not None else _impl_from_env()
+    if want not in IMPLS:
+        raise ValueError(f"packed_attention: unknown impl {want!r} (E2ECOND_ATTENTION or impl=; "
+                         f"choose from {', '.join(IMPLS)})")
+    if want in ("auto", "varlen") and _varlen_ok(q):
+        return "varlen"
+    if want != "reference" and _kernel_ok("packed_attention_fwd", q):
+        return "kernel"
+    return "reference"
+
+
+def _packed_varlen(q, k, v, cu_seqlens, max_seqlen, scale):
+    """FlashAttention varlen path (bf16/fp16, CUDA); ``scale`` folded into q if torch lacks ``scale=``."""
+    cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+    m = max(int(max_seqlen), 1)
+    if _VARLEN_HAS_SCALE:
+        return _varlen_attn(q, k, v, cu, cu, m, m, scale=scale)
+    return _varlen_attn(q * (scale * math.sqrt(q.shape[-1])), k, v, cu, cu, m, m)
+
+
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
@@ -251,15 +356,26 @@ def packed_attention(
     cu_seqlens: torch.Tensor,
     max_seqlen: int,
     scale: float | None = None,
+    *,
+    impl: str | None = None,
+    check: bool = True,
 ) -> torch.Tensor:
     """Attention of packed (total, H, D) q, k, v within each jet ``cu_seqlens[b]:cu_seqlens[b+1]``.
 
     ``cu_seqlens`` int32 (B+1,) starts at 0 and ends at ``total``; ``max_seqlen`` (int) must be at
     least the longest jet. Returns (total, H, D) in q's dtype; differentiable w.r.t. q, k, v.
+    q, k, v may be strided views (unit stride along D), e.g. slices of one fused qkv projection.
+    ``impl`` picks the path (module doc); ``check=False`` skips the eager value checks (the caller
+    has validated ``cu_seqlens`` already, e.g. in the first of several layers).
     """
     _check_packed(q, k, v, cu_seqlens)
     scale = _default_scale(q.shape[-1], scale)
-    if _kernel_ok("packed_attention_fwd", q):
+    if check and not _tracing(q, cu_seqlens):
+        check_packed_values(cu_seqlens, q.shape[0], max_seqlen)
+    path = select_impl(q, impl)
+    if path == "varlen" and q.shape[0] > 0:  # (no hits at all: the reference's zeros)
+        return _packed_varlen(q, k, v, cu_seqlens, max_seqlen, scale)
+    if path == "kernel":
         cu_seqlens = cu_seqlens.to(device=q.device, dtype=torch.int32)
         out, _ = torch.ops.e2econd.packed_attention_fwd(q, k, v, cu_seqlens, int(max_seqlen), scale)
         return out

@@ -142,7 +142,15 @@ _OPS = ("diffusion_step", "diffusion_step_")
 _HAS = {dev: {op: has_kernel(op, dev) for op in _OPS} for dev in ("cpu", "cuda")}
 
 
-def _ext(op: str, device: torch.device) -> bool:
+#: storage dtypes the compiled kernels take per device type; others run the reference
+_KERNEL_DTYPES = {"cpu": (torch.float32,), "cuda": (torch.float32, torch.bfloat16)}
+
+
+def _ext(op: str, x: torch.Tensor) -> bool:
+    """Whether ``op`` on x goes to the compiled kernel (device *and* dtype supported)."""
+    device = x.device
+    if x.dtype not in _KERNEL_DTYPES.get(device.type, ()):
+        return False
     if torch.compiler.is_compiling():  # traced: decide from the (static) registration table
         return _HAS.get(device.type, {}).get(op, False)
     return use_extension(op, device)
@@ -168,7 +176,7 @@ def diffusion_step(
     return_x0: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One fused sampler update; returns ``(out, x̂0)`` (x̂0 empty unless ``return_x0``). See module doc."""
-    if not _ext("diffusion_step", x.device):
+    if not _ext("diffusion_step", x):
         return diffusion_step_reference(x, v, coef, mask, x0_prev, noise, clip, seed, offset, return_x0)
     mask = _check(x, v, coef, mask, x0_prev, noise, clip, seed, offset)
     v, coef, mask, x0_prev, noise = _prep(x, v, coef, mask, x0_prev, noise)
@@ -189,7 +197,7 @@ def diffusion_step_(
     offset: int = 0,
 ) -> torch.Tensor:
     """In-place ``diffusion_step``: writes ``out`` into ``x`` and returns ``x``."""
-    if not x.is_contiguous() or not _ext("diffusion_step_", x.device):
+    if not x.is_contiguous() or not _ext("diffusion_step_", x):
         out, _ = diffusion_step(x, v, coef, mask, x0_prev, noise, clip, seed, offset, False)
         return x.copy_(out)
     mask = _check(x, v, coef, mask, x0_prev, noise, clip, seed, offset)

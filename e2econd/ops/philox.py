@@ -20,6 +20,10 @@ tensor size. Each block's 4 words ``r0..r3`` give 4 normals by Box-Muller:
     z     = (rad*cos(th), rad*sin(th), rad2*cos(th2), rad2*sin(th2))
 
 all in fp32. |z| <= sqrt(2*24*log 2) ~ 5.77.
+
+The CUDA kernels evaluate log(u) as ``log1p(u - 1)`` (exact near u -> 1, where ``--use_fast_math``'s
+``__logf`` is not); ``log1p=True`` reproduces that formula, the default ``log`` the CPU kernel's
+bit for bit. Both are the same function up to float rounding (the ``u - 1`` is exact in fp32).
 """
 
 from __future__ import annotations
@@ -75,24 +79,30 @@ def _uniform(r: torch.Tensor) -> torch.Tensor:
     return ((r >> 9).to(torch.float32) + 0.5) * (2.0**-23)
 
 
-def box_muller(words: torch.Tensor) -> torch.Tensor:
+def box_muller(words: torch.Tensor, log1p: bool = False) -> torch.Tensor:
     """(..., 4) Philox words -> (..., 4) fp32 standard normals (see module docstring)."""
-    return torch.stack(_box_muller(*(words[..., j] for j in range(4))), dim=-1)
+    return torch.stack(_box_muller(*(words[..., j] for j in range(4)), log1p=log1p), dim=-1)
 
 
-def _box_muller(w0, w1, w2, w3):
+def _log(u: torch.Tensor, log1p: bool) -> torch.Tensor:
+    return torch.log1p(u - 1.0) if log1p else torch.log(u)
+
+
+def _box_muller(w0, w1, w2, w3, log1p: bool = False):
     u0, u1, u2, u3 = _uniform(w0), _uniform(w1), _uniform(w2), _uniform(w3)
-    rad_a = torch.sqrt(-2.0 * torch.log(u0))
-    rad_b = torch.sqrt(-2.0 * torch.log(u2))
+    rad_a = torch.sqrt(-2.0 * _log(u0, log1p))
+    rad_b = torch.sqrt(-2.0 * _log(u2, log1p))
     th_a = TWO_PI * (u1 - 0.5)
     th_b = TWO_PI * (u3 - 0.5)
     return rad_a * torch.cos(th_a), rad_a * torch.sin(th_a), rad_b * torch.cos(th_b), rad_b * torch.sin(th_b)
 
 
-def philox_normal(numel: int, seed: int, offset: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+def philox_normal(numel: int, seed: int, offset: int = 0, device: torch.device | str = "cpu",
+                  log1p: bool = False) -> torch.Tensor:
     """``numel`` fp32 standard normals, element i from Philox block i // 4 lane i % 4 keyed by (seed, offset).
 
-    Exactly the noise ``diffusion_step`` generates in-kernel for a tensor of ``numel`` elements.
+    Exactly the noise ``diffusion_step`` generates in-kernel for a tensor of ``numel`` elements
+    (``log1p=True``: the CUDA kernel's log formula; the default: the CPU kernel's).
     """
     if seed < 0:
         raise ValueError(f"philox_normal: seed must be >= 0, got {seed}")
@@ -103,4 +113,4 @@ def philox_normal(numel: int, seed: int, offset: int = 0, device: torch.device |
     words = _philox_words(
         g & MASK32, g >> 32, scalar(offset), scalar(offset >> 32), scalar(seed), scalar(seed >> 32)
     )
-    return torch.stack(_box_muller(*words), dim=-1).reshape(-1)[:numel]
+    return torch.stack(_box_muller(*words, log1p=log1p), dim=-1).reshape(-1)[:numel]

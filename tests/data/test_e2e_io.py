@@ -1,4 +1,4 @@
-"""E2E readers and writer: both shared formats agree, Parquet layout variants (legacy ``item`` /
+"""E2E readers and writer: both formats of the real-format fixtures agree, Parquet layout variants (legacy ``item`` /
 modern ``element`` nesting, float/double, one or many rows per row group), chunked ranges,
 atomic streaming writer with provenance, detection by content."""
 
@@ -35,8 +35,8 @@ def write_parquet_variant(path, x, pt, m0, y, *, leaf, compliant, rows_per_group
     pq.write_table(t, path, row_group_size=rows_per_group, use_compliant_nested_type=compliant)
 
 
-def test_shared_parquet_and_hdf5_hold_the_same_jets(shared_data):
-    d = shared_data()
+def test_fixture_parquet_and_hdf5_hold_the_same_jets(e2e_fixtures):
+    d = e2e_fixtures
     for stem in ("E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101", "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102"):
         p, h = d / f"{stem}.test.snappy.parquet", d / f"{stem}.h5"
         assert detect_format(p) == "parquet" and detect_format(h) == "hdf5"

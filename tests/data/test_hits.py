@@ -1,4 +1,4 @@
-"""Image <-> hit sets: lossless round trip (shared real-format data and synthetic edge cases),
+"""Image <-> hit sets: lossless round trip (real-format fixtures and synthetic edge cases),
 HCAL towers, zero suppression, --max-hits energy accounting, snapping of continuous hits."""
 
 from __future__ import annotations
@@ -67,13 +67,16 @@ def as_dict(hs) -> dict:
     return {(int(a), int(b), int(s)): float(e) for a, b, s, e in zip(hs.ieta, hs.iphi, hs.size, hs.e)}
 
 
-@pytest.mark.parametrize(
-    "name", ["E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101.h5", "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102.test.snappy.parquet"]
-)
-def test_shared_data_round_trip_exact(name, shared_data):
-    """image -> hits -> image reproduces every pixel of real-format files bit-for-bit."""
-    chunk = read_e2e(shared_data() / name)
-    assert len(chunk) >= 200
+FIXTURE_NAMES = [
+    "E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101.h5",
+    "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102.test.snappy.parquet",
+]
+
+
+def check_round_trip_exact(path, min_jets: int) -> None:
+    """image -> hits -> image reproduces every pixel of a real-format file bit-for-bit."""
+    chunk = read_e2e(path)
+    assert len(chunk) >= min_jets
     batch = images_to_hits(chunk.images)
     back = batch_hits_to_images(batch)
     assert np.array_equal(back, chunk.images)
@@ -92,6 +95,19 @@ def test_shared_data_round_trip_exact(name, shared_data):
         assert np.array_equal(hits_to_image(hs), chunk.images[i])
         for c in range(3):
             assert as_dict(hs[c]) == as_dict(batch.channels[c].hitset(i))
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_fixture_round_trip_exact(name, e2e_fixtures):
+    """On the committed 16-jet slices of the independent generator's files (tests/fixtures)."""
+    check_round_trip_exact(e2e_fixtures / name, min_jets=16)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_full_shared_files_round_trip(name, full_shared_data):
+    """Optional: the full 200/300-jet files, when $E2ECOND_SHARED_DATA points at them (skipped otherwise)."""
+    check_round_trip_exact(full_shared_data / name, min_jets=200)
 
 
 def test_deltas_geometry():

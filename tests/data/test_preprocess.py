@@ -1,4 +1,4 @@
-"""``e2econd preprocess`` / ``export``: lossless round trip on the shared real-format files,
+"""``e2econd preprocess`` / ``export``: lossless round trip on the real-format fixture files,
 determinism across --workers, split rule, options, and one-line errors for bad input with no
 partial output left behind."""
 
@@ -22,11 +22,10 @@ from e2econd.data.preprocess import assign_split, preprocess
 from e2econd.errors import E2EInputError
 
 
-def shared_files(shared_data) -> list[Path]:
-    """The shared real-format files; ``shared_data`` is the conftest fixture (a function)."""
-    d = shared_data()
-    files = sorted(d.glob("*.parquet")) + sorted(d.glob("*.h5"))
-    assert len(files) >= 4, files
+def fixture_inputs(fixtures_dir: Path) -> list[Path]:
+    """The four real-format fixture files (tests/fixtures), Parquet first."""
+    files = sorted(fixtures_dir.glob("*.parquet")) + sorted(fixtures_dir.glob("*.h5"))
+    assert len(files) == 4, files
     return files
 
 
@@ -49,20 +48,20 @@ def write_jets(path: Path, n: int = 20, seed: int = 0, **kw) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shared_hits(tmp_path_factory, shared_data) -> Path:
+def fixture_hits(tmp_path_factory, e2e_fixtures) -> Path:
     out = tmp_path_factory.mktemp("pp") / "hits"
-    preprocess(shared_files(shared_data), out, progress=False)
+    preprocess(fixture_inputs(e2e_fixtures), out, progress=False)
     return out
 
 
 # --------------------------------------------------------------------------------------------
-# round trip on the shared data
+# round trip on the real-format fixtures
 
 
-def test_manifest_and_layout(shared_hits, shared_data):
-    files = shared_files(shared_data)
-    man = json.loads((shared_hits / "manifest.json").read_text())
-    assert sorted(p.name for p in shared_hits.iterdir()) == [
+def test_manifest_and_layout(fixture_hits, e2e_fixtures):
+    files = fixture_inputs(e2e_fixtures)
+    man = json.loads((fixture_hits / "manifest.json").read_text())
+    assert sorted(p.name for p in fixture_hits.iterdir()) == [
         "manifest.json",
         "test.parquet",
         "train.parquet",
@@ -76,7 +75,7 @@ def test_manifest_and_layout(shared_hits, shared_data):
     assert man["options"]["threshold"] == 0.0 and man["options"]["negatives"] == "keep"
     assert man["counts"]["hcal_nonuniform_blocks"] == 0 and man["e2econd"]
     # plain pyarrow can read it; list columns and per-channel jet columns as documented
-    t = pq.read_table(shared_hits / "train.parquet")
+    t = pq.read_table(fixture_hits / "train.parquet")
     assert t.schema.field("ecal_e").type == pa.list_(pa.float32())
     assert t.schema.field("hcal_size").type == pa.list_(pa.int8())
     assert t.num_rows == man["counts"]["splits"]["train"]
@@ -86,9 +85,9 @@ def test_manifest_and_layout(shared_hits, shared_data):
         t.column("sum_ecal").to_numpy(),
         [float(np.sum(np.asarray(v, np.float64))) for v in t.column("ecal_e").to_pylist()],
     )
-    # split fractions roughly as asked, 0.8/0.1/0.1 over 1000 jets
-    assert 0.74 < man["counts"]["splits"]["train"] / n_total < 0.86
-    tr = json.loads((shared_hits / "transforms.json").read_text())
+    # split fractions as asked (0.8/0.1/0.1) within 3 binomial standard deviations of the 64 jets
+    assert abs(man["counts"]["splits"]["train"] - 0.8 * n_total) <= 3 * (n_total * 0.8 * 0.2) ** 0.5
+    tr = json.loads((fixture_hits / "transforms.json").read_text())
     assert tr["fit"]["split"] == "train" and tr["fit"]["n_jets"] == man["counts"]["splits"]["train"]
 
 
@@ -99,14 +98,14 @@ def pc_lengths(col):
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".h5"])
-def test_export_reproduces_inputs_exactly(shared_hits, tmp_path, suffix, shared_data):
-    files = shared_files(shared_data)
+def test_export_reproduces_inputs_exactly(fixture_hits, tmp_path, suffix, e2e_fixtures):
+    files = fixture_inputs(e2e_fixtures)
     originals = [read_e2e(f) for f in files]
     out = tmp_path / f"back{suffix}"
-    r = CliRunner().invoke(main, ["export", str(shared_hits), "--out", str(out)])
+    r = CliRunner().invoke(main, ["export", str(fixture_hits), "--out", str(out)])
     assert r.exit_code == 0, r.output
     back = read_e2e(out)
-    store = HitStore(shared_hits, None)  # all splits, same train/val/test order as export
+    store = HitStore(fixture_hits, None)  # all splits, same train/val/test order as export
     src, row = store.jets["source"], store.jets["row"]
     assert len(back.pt) == len(store) == sum(len(o.pt) for o in originals)
     for k, o in enumerate(originals):
@@ -118,11 +117,11 @@ def test_export_reproduces_inputs_exactly(shared_hits, tmp_path, suffix, shared_
         np.testing.assert_array_equal(back.y[sel], o.y[row[sel]])
 
 
-def test_export_single_split(shared_hits, tmp_path):
+def test_export_single_split(fixture_hits, tmp_path):
     out = tmp_path / "test.h5"
-    r = CliRunner().invoke(main, ["export", str(shared_hits), "--out", str(out), "--split", "test"])
+    r = CliRunner().invoke(main, ["export", str(fixture_hits), "--out", str(out), "--split", "test"])
     assert r.exit_code == 0, r.output
-    store = HitStore(shared_hits, "test")
+    store = HitStore(fixture_hits, "test")
     back = read_e2e(out)
     assert len(back.pt) == len(store)
     np.testing.assert_array_equal(back.pt, store.jets["pt"])
@@ -411,11 +410,11 @@ def test_tiny_input_with_empty_splits(tmp_path):
     assert "ok" in outcomes
 
 
-def test_progress_switches(shared_hits, tmp_path):
+def test_progress_switches(fixture_hits, tmp_path):
     """--progress draws the bar on stderr, --no-progress and the default (stderr not a terminal) do not."""
     for flag, expect_bar in (("--progress", True), ("--no-progress", False), (None, False)):
         out = tmp_path / f"p{flag}.h5"
-        r = CliRunner().invoke(main, ["export", str(shared_hits), "--out", str(out), "--split", "test"]
+        r = CliRunner().invoke(main, ["export", str(fixture_hits), "--out", str(out), "--split", "test"]
                                + ([flag] if flag else []))
         assert r.exit_code == 0, r.output
         assert ("export:" in r.stderr and "jet" in r.stderr) == expect_bar, (flag, r.stderr)

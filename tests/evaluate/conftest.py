@@ -63,3 +63,15 @@ def synth():
 @pytest.fixture(scope="session")
 def h5writer():
     return write_h5
+
+
+@pytest.fixture(scope="session")
+def toyjets():
+    """The ``tests/evaluate/toyjets.py`` module (realistic toy E2E jets and distortions)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("e2econd_tests_toyjets", Path(__file__).with_name("toyjets.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -106,3 +106,30 @@ def test_entry_ratio_definition():
     e = M.entry(0.3, 0.1, -0.01, 0.1)
     assert e["ratio"] == pytest.approx(3.0)
     assert M.entry(float("nan"), 0.1, 1.0, 0.1)["value"] is None
+
+
+def test_lattice_w1_matches_scipy_and_bootstraps_jets():
+    from scipy.stats import wasserstein_distance
+
+    from e2econd.evaluate.metrics import LatticeW1
+
+    support = np.sqrt(np.arange(50.0))  # sorted, non-uniform
+
+    def draw(rng, n_jets, lo):  # 10 hits per jet; a jet's hits share a random offset (correlated within a jet)
+        jet = np.repeat(np.arange(n_jets), 10)
+        bins = np.clip(rng.integers(lo, 40, n_jets)[jet] + rng.integers(0, 10, len(jet)), 0, 49)
+        return bins, rng.random(len(jet)), jet
+
+    rng = np.random.default_rng(4)
+    (bu, wu, ju), (bv, wv, jv) = draw(rng, 40, 0), draw(rng, 30, 5)
+    lw = LatticeW1(support, bu, wu, ju, 40, bv, wv, jv, 30)
+    want = wasserstein_distance(support[bu], support[bv], wu, wv)
+    assert lw.value() == pytest.approx(want, rel=1e-10)
+    v, err = lw.with_error(100, np.random.default_rng(0))
+    assert v == pytest.approx(want, rel=1e-10)
+    # the bootstrap resamples whole jets: its error matches the spread of W1 over independent redraws
+    redraws = []
+    for _ in range(200):
+        (a, wa, ja), (b, wb, jb) = draw(rng, 40, 0), draw(rng, 30, 5)
+        redraws.append(wasserstein_distance(support[a], support[b], wa, wb))
+    assert 0.6 < err / np.std(redraws) < 1.6, (err, np.std(redraws))

@@ -1,184 +1,134 @@
-"""End-to-end evaluation: self-comparison ≈ floor, energy scaling is detected, hit-dir input, CLI."""
+"""End-to-end evaluation: self-comparison ≈ floor, energy scale is detected, headline keys, CLI, bad input."""
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from e2econd.cli import main
 from e2econd.errors import E2EInputError
-from e2econd.evaluate.report import evaluate, scan
+from e2econd.evaluate.report import evaluate
+from e2econd.evaluate.scheme import HEADLINE
 
-FAST = dict(emd_pairs=40, hit_jets=100, n_boot=10, classifier_seeds=2, progress=False, plots=False)
+FAST = dict(
+    emd_pairs=40, hit_jets=100, n_boot=10, classifier_seeds=2, nn_eval=30, nn_batches=3,
+    classifiers=("hl", "hits"), progress=False, plots=False,
+)
+REQUIRED_HEADLINE = {
+    "auc_image", "auc_highlevel", "auc_hits", "cov_calo", "mmd_calo", "w1_tau21", "w1_tau32", "w1_mass",
+    *(f"w1_core_energy_{c}" for c in ("tracks", "ecal", "hcal")),
+    *(f"w1_energy_{c}" for c in ("tracks", "ecal", "hcal")),
+}
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, synth, h5writer):
-    synth_images, write_h5 = synth, h5writer
+def files(tmp_path_factory, toyjets, h5writer):
     d = tmp_path_factory.mktemp("ev")
-    real, pt_r = synth_images(500, seed=11)
-    gen, pt_g = synth_images(250, seed=12)
-    write_h5(d / "real.h5", real, pt_r, m0=np.random.default_rng(0).uniform(150, 190, 500))
-    write_h5(d / "gen.h5", gen, pt_g, m0=np.random.default_rng(1).uniform(150, 190, 250))
-    write_h5(d / "gen_x1.1.h5", gen * np.float32(1.1), pt_g, m0=np.random.default_rng(1).uniform(150, 190, 250))
+    real, gen = toyjets.toy_jets(400, seed=11), toyjets.toy_jets(200, seed=12)
+    h5writer(d / "real.h5", real["images"], real["pt"], real["m0"], real["y"])
+    h5writer(d / "gen.h5", gen["images"], gen["pt"], gen["m0"], gen["y"])
+    h5writer(d / "gen_x1.1.h5", gen["images"] * np.float32(1.1), gen["pt"], gen["m0"], gen["y"])
     return d
 
 
 def test_real_vs_itself_is_at_the_floor(files, tmp_path):
     res = evaluate(files / "real.h5", files / "real.h5", tmp_path / "out", seed=3, **FAST)
-    assert res["samples"]["n_compare"] == 250
+    assert res["samples"]["n_compare"] == 200
     for name, e in res["metrics"].items():
         assert e["floor"] is not None and e["ratio"] is not None, name
-        if name.startswith(("w1_", "emd_")):
-            assert e["floor"] > 0 and e["value"] >= 0
-            # consistent with the floor within errors (ratios of small samples fluctuate)
+        if name.startswith(("w1_", "emd_", "mmd_")):
+            assert e["value"] >= 0
+            # consistent with the floor within errors (G overlaps A and B here, so values may be lower)
             assert e["pull"] < 3.0, (name, e)
     auc = res["classifier_auc"]
-    assert abs(auc["value"] - 0.5) < 0.08 and abs(auc["floor"] - 0.5) < 0.08
-    hits = auc["hits"]  # 100 jets per sample, 30 per held-out fold and class: looser
-    assert abs(hits["value"] - 0.5) < 0.15 and abs(hits["floor"] - 0.5) < 0.15, hits
-    out = tmp_path / "out"
-    saved = json.loads((out / "metrics.json").read_text())
+    assert abs(auc["value"] - 0.5) < 0.17 and abs(auc["floor"] - 0.5) < 0.17  # 60 held-out jets per class
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["provenance"]["config"]["emd_pairs"] == 40
-    assert "classifier_auc" in (out / "report.md").read_text() or "Classifier AUC" in (out / "report.md").read_text()
+    assert set(saved["headline"]) >= REQUIRED_HEADLINE - {"auc_image"}  # image classifier not run here
+    for h in saved["headline"].values():
+        assert set(h) == {"value", "error", "floor", "floor_error", "ratio"}
 
 
 def test_energy_scale_raises_energy_metrics_and_auc(files, tmp_path):
-    opts = {**FAST, "hit_jets": 250}  # every jet into the hit-level classifier too
-    same = evaluate(files / "real.h5", files / "gen.h5", tmp_path / "a", seed=4, **opts)
-    scaled = evaluate(files / "real.h5", files / "gen_x1.1.h5", tmp_path / "b", seed=4, **opts)
-    for name in (
-        "w1_E_tracks",
-        "w1_E_ecal",
-        "w1_E_hcal",
-        "w1_E_calo",
-        "w1_E_all",
-        "w1_mass_calo",
-        "w1_hit_energy_ecal",
-        "emd_calo",
-    ):
+    same = evaluate(files / "real.h5", files / "gen.h5", tmp_path / "a", seed=4, **FAST)
+    scaled = evaluate(files / "real.h5", files / "gen_x1.1.h5", tmp_path / "b", seed=4, **FAST)
+    for name in ("w1_E_tracks", "w1_E_ecal", "w1_E_hcal", "w1_E_calo", "w1_mass_calo", "w1_core005_ecal"):
         s, u = scaled["metrics"][name], same["metrics"][name]
         assert s["ratio"] > u["ratio"], name
-        if name.startswith("w1_E"):  # per-hit W1 on 100 jets and EMD on 40 pairs: too noisy for 2 sigma
-            assert s["value"] > s["floor"] + 2 * s["value_err"], name
-    assert scaled["metrics"]["w1_E_calo"]["ratio"] > 3.0
-    assert same["metrics"]["w1_E_calo"]["ratio"] < 2.5
-    # shapes are unchanged by a global scale: fractions stay at the floor
-    frac_s, frac_u = scaled["metrics"]["w1_frac_ecal_calo"], same["metrics"]["w1_frac_ecal_calo"]
-    assert frac_s["ratio"] == pytest.approx(frac_u["ratio"], rel=1e-6)
-    assert scaled["classifier_auc"]["value"] > same["classifier_auc"]["value"] + 0.08
-    assert scaled["classifier_auc"]["value"] > 0.6
-    # the hit-level classifier sees every hit's energy 10 % high
-    h_s, h_u = scaled["classifier_auc"]["hits"], same["classifier_auc"]["hits"]
-    assert h_s["value"] > h_u["value"] + 0.08 and h_s["value"] > 0.6, (h_s, h_u)
-    # conditional fidelity: response E_calo/pt is ~10 % higher for the scaled sample in every pt bin
+        if name == "w1_core005_ecal":  # a 4.7 GeV shift: significant only at the 2,000 jets of test_sensitivity
+            continue
+        assert s["value"] > s["floor"] + 1.5 * np.hypot(s["value_err"], s["floor_err"]), name
+    # shapes are unchanged by a global scale: fractions, τN and energy-weighted positions stay the same
+    for name in ("w1_frac_ecal_calo", "w1_tau21", "w1_hit_dR_ecal"):
+        assert scaled["metrics"][name]["value"] == pytest.approx(same["metrics"][name]["value"], rel=1e-4), name
+    assert scaled["metrics"]["mmd_calo"]["value"] > same["metrics"]["mmd_calo"]["value"]
+    assert scaled["classifier_auc"]["value"] > max(0.6, same["classifier_auc"]["value"] + 0.08)
     rs = scaled["conditional"]["response_vs_pt"]
-    r = np.array(rs["real"]["E_calo/pt"]["mean"])
-    g = np.array(rs["generated"]["E_calo/pt"]["mean"])
-    assert np.all(g / r > 1.03)
-    assert len(scaled["conditional"]["pt_bins"]) == 5
+    assert np.all(np.array(rs["generated"]["E_calo/pt"]["mean"]) / np.array(rs["real"]["E_calo/pt"]["mean"]) > 1.03)
 
 
-def write_hit_dir(d: Path, images, pt, m0, split="test"):
-    """Hit table with the documented schema (Tracks/ECAL pixels as size-1 hits, HCAL towers as size 5)."""
-    d.mkdir(parents=True)
-    cols = {
-        "jet_id": pa.array(np.arange(len(images)), pa.int64()),
-        "pt": pa.array(pt, pa.float64()),
-        "m0": pa.array(m0, pa.float64()),
-        "y": pa.array(np.ones(len(images)), pa.float32()),
-    }
-    for c, name in enumerate(("tracks", "ecal", "hcal")):
-        ie, ip, sz, e = [], [], [], []
-        for img in images:
-            if c < 2:
-                i, j = np.nonzero(img[c])
-                ie.append(i), ip.append(j), sz.append(np.ones(len(i))), e.append(img[c][i, j])
-            else:
-                t = img[2].reshape(25, 5, 25, 5).sum(axis=(1, 3), dtype=np.float64)
-                i, j = np.nonzero(t)
-                ie.append(5 * i), ip.append(5 * j), sz.append(np.full(len(i), 5)), e.append(t[i, j])
-        cols[f"{name}_ieta"] = pa.array([a.astype(np.int16) for a in ie], pa.list_(pa.int16()))
-        cols[f"{name}_iphi"] = pa.array([a.astype(np.int16) for a in ip], pa.list_(pa.int16()))
-        cols[f"{name}_size"] = pa.array([a.astype(np.int8) for a in sz], pa.list_(pa.int8()))
-        cols[f"{name}_e"] = pa.array([a.astype(np.float32) for a in e], pa.list_(pa.float32()))
-        cols[f"n_{name}"] = pa.array([len(a) for a in e], pa.int32())
-    pq.write_table(pa.table(cols), d / f"{split}.parquet", row_group_size=64)
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_hit_directory_reads_like_the_file(files, tmp_path, synth, h5writer):
-    synth_images, write_h5 = synth, h5writer
-    imgs, pt = synth_images(150, seed=11)
-    m0 = np.full(150, 170.0)
-    write_h5(tmp_path / "x.h5", imgs, pt, m0)
-    write_hit_dir(tmp_path / "hits", imgs, pt, m0)
-    keep = np.array([3, 77, 149])
-    a = scan([tmp_path / "x.h5"], [150], "test", 50, keep)
-    b = scan([tmp_path / "hits"], [150], "test", 50, keep)
-    for k in a.feats:
-        np.testing.assert_allclose(b.feats[k], a.feats[k], rtol=2e-4, atol=2e-4, err_msg=k)
-    np.testing.assert_allclose(b.pt, a.pt)
-    np.testing.assert_allclose(b.image(77), a.image(77), rtol=1e-5, atol=1e-6)
-    # any mix of inputs works, and a missing split is a one-line input error
-    res = evaluate([tmp_path / "x.h5"], [tmp_path / "hits"], tmp_path / "o", **FAST)
-    assert res["metrics"]["w1_E_calo"]["value"] is not None
-    with pytest.raises(E2EInputError, match="split 'val'"):
-        evaluate(tmp_path / "x.h5", tmp_path / "hits", tmp_path / "o2", split="val", **FAST)
+CLI_FAST = ["--emd-pairs", "20", "--hit-jets", "40", "--image-jets", "40", "--bootstrap", "5", "--nn-eval", "20",
+            "--nn-batches", "2", "--classifier-seeds", "2", "--grid", "2"]
 
 
 def test_cli_end_to_end(files, tmp_path):
     out = tmp_path / "report"
-    args = [
-        "evaluate",
-        "--real",
-        str(files / "real.h5"),
-        "--generated",
-        str(files / "gen.h5"),
-        "--out",
-        str(out),
-        "--json",
-        "--emd-pairs",
-        "30",
-        "--hit-jets",
-        "30",
-        "--bootstrap",
-        "5",
-        "--classifier-seeds",
-        "2",
-        "--grid",
-        "2",
-    ]
-    r = CliRunner().invoke(main, args)
+    args = ["evaluate", "--real", files / "real.h5", "--generated", files / "gen.h5", "--out", out, "--json",
+            "--train", files / "real.h5", *CLI_FAST]
+    r = _cli(*args)
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert any("auc" in k for k in res) and 0.0 <= res["classifier_auc"]["value"] <= 1.0
-    for name, e in res["metrics"].items():
-        assert set(e) >= {"value", "floor", "ratio"}, name
-    assert {
-        "w1_E_ecal",
-        "w1_N_hcal",
-        "w1_width_all",
-        "w1_mass_calo",
-        "w1_hit_energy_hcal",
-        "emd_calo",
-        "fd_hl",
-        "kpd_hl",
-        "classifier_auc_hl",
-        "classifier_auc_hits",
-    } <= set(res["metrics"])
+    assert set(res["headline"]) >= REQUIRED_HEADLINE and set(HEADLINE) >= set(res["headline"])
+    assert 0.0 <= res["headline"]["auc_image"]["value"] <= 1.0
+    assert {"metrics", "classifier_auc", "conditional", "samples", "timing_s", "provenance"} <= set(res)
+    assert {"fd_highlevel", "kd_highlevel", "emd_calo", "cov_ecal", "w1_hit_deta_tracks", "w1_frac_isolated_hcal",
+            "classifier_auc_hl", "classifier_auc_hits", "classifier_auc_image"} <= set(res["metrics"])
+    assert not {"fpd_hl", "kpd_hl"} & set(res["metrics"])
+    # memorisation against the real file as "training" set: real test jets are copies of it -> ratio ~ 0 not flagged
+    mem = res["memorisation"]
+    assert mem["n_train"] == 400 and mem["ratio"] >= 0
     md = (out / "report.md").read_text()
+    assert "thesis comparison" in md and "rewards mode collapse" in md
     pngs = re.findall(r"\]\(([^)]+\.png)\)", md)
     assert len(pngs) >= 9 and all((out / p).stat().st_size > 1000 for p in pngs)
-    assert "provenance" in json.loads((out / "metrics.json").read_text())
-    # existing output directory: one-line error, exit 2; --overwrite replaces it
-    r2 = CliRunner().invoke(main, args)
+    r2 = _cli(*args)  # existing output directory: one-line error, exit 2
     assert r2.exit_code == 2 and "exists" in r2.output
-    r3 = CliRunner().invoke(main, args[:-2] + ["--overwrite", "--no-plots"])
+    r3 = _cli(*args, "--overwrite", "--no-plots", "--classifiers", "hl")
     assert r3.exit_code == 0 and not list(out.glob("*.png"))
+
+
+def test_nan_pixels_fail_with_one_line_error_and_no_output(files, tmp_path, toyjets, h5writer):
+    bad = toyjets.toy_jets(30, seed=1)
+    bad["images"][17, 1, 60, 61] = np.nan
+    h5writer(tmp_path / "nan.h5", bad["images"], bad["pt"], bad["m0"], bad["y"])
+    r = _cli("evaluate", "--real", files / "real.h5", "--generated", tmp_path / "nan.h5", "--out", tmp_path / "o",
+             *CLI_FAST)
+    assert r.exit_code == 2, r.output
+    msg = r.output.strip()
+    assert "\n" not in msg and "nan.h5" in msg and "X_jets" in msg and "row 17" in msg, msg
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o*"))
+
+
+def test_hit_directory_with_missing_column_fails(files, tmp_path, toyjets):
+    from test_store import write_hit_dir
+
+    jets = toyjets.toy_jets(30, seed=2)
+    d = write_hit_dir(tmp_path / "hits", jets["images"], jets["pt"], jets["m0"], jets["y"])
+    table = pq.read_table(d / "test.parquet")
+    pq.write_table(table.drop(["ecal_e"]), d / "test.parquet")
+    r = _cli("evaluate", "--real", d, "--generated", files / "gen.h5", "--out", tmp_path / "o", *CLI_FAST)
+    assert r.exit_code == 2, r.output
+    msg = r.output.strip()
+    assert "\n" not in msg and "test.parquet" in msg and "ecal_e" in msg, msg
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(E2EInputError, match="split 'val'"):
+        evaluate(files / "real.h5", d, tmp_path / "o2", split="val", **FAST)

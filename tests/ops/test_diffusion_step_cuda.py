@@ -89,6 +89,21 @@ def test_cuda_noise_equals_cpu_and_reference():
         assert (z_cuda - z_cpu).abs().max().item() < 1e-4
 
 
+def test_cuda_noise_exact_near_u_one():
+    """log1pf(u - 1) in the kernel: no fast-math __logf error where u -> 1 (small radii).
+
+    Over 4M normals some u lie within 2^-20 of 1; there __logf's absolute error (~2^-21.4) moves the
+    radius by ~1e-4, while log1pf stays at float rounding (reference: philox.py's log1p formula).
+    """
+    n = 1 << 22
+    coef = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 1.0], device="cuda")
+    x = torch.randn(n, 1, device="cuda")
+    z_cuda = diffusion_step(x, torch.randn_like(x), coef, seed=123, offset=4)[0].cpu().reshape(-1)
+    z_ref = philox_normal(n, 123, 4, log1p=True)
+    # fast-math sincos contributes <= ~2^-21.4 * |z| (< 3e-6); a __logf radius error would be ~1e-4
+    assert (z_cuda - z_ref).abs().max().item() < 1e-5
+
+
 def test_cuda_unaligned_views():
     """Inputs at an odd storage offset take the scalar (non-128-bit) path."""
     base = torch.randn(3 * 1000 * 3 + 1, device="cuda")

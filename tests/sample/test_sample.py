@@ -13,32 +13,32 @@ from click.testing import CliRunner
 from e2econd.cli import main
 from e2econd.data.e2e_io import read_e2e
 
-QG_H5 = "E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101.h5"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, shared_data):
-    """A three-channel run trained for a few steps on the shared quark/gluon file (shapes, not quality)."""
+def tiny_run(tmp_path_factory, e2e_fixtures):
+    """A three-channel run trained for a few steps on the real-format fixtures (shapes, not quality;
+    quality, guidance and the extension/reference comparison use the trained toy model)."""
     from e2econd.config import parse_channels, preset
     from e2econd.data.preprocess import preprocess
     from e2econd.train import train
 
-    qg_h5 = shared_data() / QG_H5
-    assert qg_h5.exists(), f"shared test data missing: {qg_h5}"
     root = tmp_path_factory.mktemp("run")
-    data = root / "qg"
-    preprocess([qg_h5], data, progress=False)
+    data = root / "fixtures"
+    preprocess(sorted(e2e_fixtures.glob("*.h5")), data, progress=False)
     cfg = preset("cpu")
     cfg.data.channels = parse_channels("all")
     cfg.model.width, cfg.model.blocks, cfg.model.heads, cfg.model.cond_width = 16, 1, 2, 32
     cfg.train.max_steps, cfg.train.batch_size, cfg.train.val_every, cfg.train.ckpt_every = 3, 4, 100, 100
     cfg.multiplicity.steps = 60
-    train(data, root / "run", cfg, progress=False)
+    train(data, root / "run", cfg, device="cpu", progress=False)
     return root / "run", data
 
 
 def _cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    """``e2econd ARGS --device cpu`` (pinned, so the tests mean the same on a GPU machine)."""
+    return CliRunner().invoke(main, [str(a) for a in args] + ["--device", "cpu"], catch_exceptions=False)
 
 
 def test_sample_writes_valid_e2e_with_requested_conditions(tiny_run, tmp_path):
@@ -88,30 +88,67 @@ def test_same_seed_same_bytes_other_seed_differs(tiny_run, tmp_path):
     assert read_e2e(tmp_path / "a" / "gen.h5").images.tobytes() != read_e2e(tmp_path / "c" / "gen.h5").images.tobytes()
 
 
-def test_extension_and_reference_paths_agree(tiny_run):
-    """The same plan through the compiled ops and through the pure-PyTorch references."""
+def _toy_batch(run, n_per_jet=(5, 40, 17), y=(0, 1, 1)):
+    """A packed ECAL batch for the toy model: channel ids, cu_seqlens, standardised conditions at 150 GeV."""
+    from e2econd.data.geometry import CHANNELS
+
+    lengths = torch.tensor(n_per_jet)
+    cu = torch.zeros(len(n_per_jet) + 1, dtype=torch.int32)
+    cu[1:] = torch.cumsum(lengths, 0)
+    channel = torch.full((int(lengths.sum()),), CHANNELS.index("ecal"))
+    c = run.transforms.condition.forward(np.full(len(y), 150.0), np.full(len(y), 15.0))
+    cond = {"pt": torch.tensor(c[:, 0], dtype=torch.float32), "m0": torch.tensor(c[:, 1], dtype=torch.float32),
+            "y": torch.tensor(y)}
+    return channel, cu, cond, int(lengths.max())
+
+
+def test_extension_and_reference_paths_agree(toy_run):
+    """The same plan through the compiled ops and through the pure-PyTorch references, on the trained
+    toy model (its output is far from zero, so a wrong op would show)."""
     from e2econd.diffusion.samplers import make_plan, run_plan
     from e2econd.ops import reference_mode
-    from e2econd.train import load_run
+    from e2econd.rundir import load_run
 
-    loaded = load_run(tiny_run[0], "cpu")
-    lengths = torch.tensor([5, 40, 17])
-    cu = torch.zeros(4, dtype=torch.int32)
-    cu[1:] = torch.cumsum(lengths, 0)
-    channel = torch.randint(0, 3, (int(lengths.sum()),))
-    cond = {"pt": torch.zeros(3), "m0": torch.zeros(3), "y": torch.tensor([0, 1, 1])}
+    loaded = load_run(toy_run[0], "cpu")
+    channel, cu, cond, max_len = _toy_batch(loaded)
 
     def denoise(x, t):
-        return loaded.model.forward_packed(x, channel, cu, torch.full((3,), t), cond, max_seqlen=40)
+        return loaded.model.forward_packed(x, channel, cu, torch.full((3,), t), cond, max_seqlen=max_len)
 
-    x0 = torch.randn(int(lengths.sum()), 3, generator=torch.Generator().manual_seed(0))
+    x0 = torch.randn(channel.numel(), 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        v = denoise(x0, 0.5)
+        assert v.abs().mean() > 0.3, "the toy model's output should be far from zero"
     for name in ("ddpm", "dpmpp2m"):
         plan = make_plan(name, 6)
         with torch.no_grad():
             a = run_plan(denoise, x0.clone(), plan, seed=11)
             with reference_mode():
                 b = run_plan(denoise, x0.clone(), plan, seed=11)
+            zero = run_plan(lambda x, t: torch.zeros_like(x), x0.clone(), plan, seed=11)
         torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
+        assert (a - zero).abs().mean() > 0.1, "the model must change the result for the comparison to mean much"
+
+
+def test_guidance_is_v_uncond_plus_w_times_difference(toy_run):
+    """The sampler's guided denoiser equals v_u + w (v_c - v_u) computed from two network calls."""
+    from e2econd.rundir import load_run
+    from e2econd.sample import Generator, SampleOptions
+
+    loaded = load_run(toy_run[0], "cpu")
+    channel, cu, cond, max_len = _toy_batch(loaded)
+    x = torch.randn(channel.numel(), 3, generator=torch.Generator().manual_seed(3))
+    model = loaded.model
+    with torch.no_grad():
+        for t in (0.2, 0.7):
+            tt = torch.full((3,), t)
+            v_c = model.forward_packed(x, channel, cu, tt, cond, None, max_seqlen=max_len)
+            v_u = model.forward_packed(x, channel, cu, tt, cond, torch.ones(3, dtype=torch.bool), max_seqlen=max_len)
+            assert (v_c - v_u).abs().mean() > 0.05 * v_c.abs().mean(), "conditioning must matter on the toy"
+            for w in (0.0, 1.0, 2.5):
+                gen = Generator(loaded, SampleOptions(guidance=w, device="cpu"))
+                got = gen._network(channel, cu, max_len, cond, 3)(x, t)
+                torch.testing.assert_close(got, v_u + w * (v_c - v_u), atol=1e-5, rtol=1e-5)
 
 
 def test_conditions_from_hit_directory_and_preprocess_reads_output(tiny_run, tmp_path):
@@ -155,14 +192,15 @@ def test_guidance_and_channel_subset(tiny_run, tmp_path):
 def test_bad_conditions_fail_before_work(tiny_run, tmp_path, args, needle):
     run, _ = tiny_run
     out = tmp_path / "gen.parquet"
-    res = CliRunner().invoke(main, ["sample", str(run), *args, "--n", "2", "--out", str(out)])
+    res = CliRunner().invoke(main, ["sample", str(run), *args, "--n", "2", "--out", str(out), "--device", "cpu"])
     assert res.exit_code != 0
     assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
 def test_run_without_checkpoint_is_refused(tmp_path):
-    res = CliRunner().invoke(main, ["sample", str(tmp_path), "--pt", "100", "--out", str(tmp_path / "g.h5")])
+    res = CliRunner().invoke(main, ["sample", str(tmp_path), "--pt", "100", "--out", str(tmp_path / "g.h5"),
+                                    "--device", "cpu"])
     assert res.exit_code != 0 and "no checkpoint" in res.output
 
 
@@ -174,7 +212,7 @@ def test_ranks_write_shards_and_manifest(tiny_run, tmp_path, monkeypatch):
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        sample_to_file(run, out, SampleOptions(n=5, pt=110.0, steps=2, seed=9), progress=False)
+        sample_to_file(run, out, SampleOptions(n=5, pt=110.0, steps=2, seed=9, device="cpu"), progress=False)
     shards = [tmp_path / "gen.rank000-of-002.parquet", tmp_path / "gen.rank001-of-002.parquet"]
     assert [len(read_e2e(s).pt) for s in shards] == [2, 3]
     manifest = json.loads((tmp_path / "gen.parquet.manifest.json").read_text())

@@ -191,7 +191,7 @@ def _weights(path):
 
 def test_train_checkpoint_and_load_run(data_dir, tmp_path):
     run = tmp_path / "run"
-    summary = train(data_dir, run, tiny_config(), progress=False)
+    summary = train(data_dir, run, tiny_config(), device="cpu", progress=False)
     assert summary["steps"] == 6
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
     for key in (
@@ -228,17 +228,17 @@ def test_train_checkpoint_and_load_run(data_dir, tmp_path):
     assert counts.shape == (5, 3) and torch.all(counts[:, 0] == 0)
     # a second fresh run into the same directory is refused
     with pytest.raises(E2EInputError, match="--resume"):
-        train(data_dir, run, tiny_config(), progress=False)
+        train(data_dir, run, tiny_config(), device="cpu", progress=False)
 
 
 def test_resume_is_exact(data_dir, tmp_path):
     cfg = tiny_config(cond_drop=0.3)
     full = tmp_path / "full"
-    train(data_dir, full, cfg, progress=False)
+    train(data_dir, full, cfg, device="cpu", progress=False)
     part = tmp_path / "part"
-    train(data_dir, part, cfg, progress=False, stop_at=3)  # "interrupted" after step 3
+    train(data_dir, part, cfg, device="cpu", progress=False, stop_at=3)  # "interrupted" after step 3
     assert torch.load(part / "checkpoints" / "last.pt", weights_only=False)["step"] == 3
-    train(data_dir, part, None, resume=True, progress=False)
+    train(data_dir, part, None, resume=True, device="cpu", progress=False)
     m1, e1, c1 = _weights(full / "checkpoints" / "last.pt")
     m2, e2, c2 = _weights(part / "checkpoints" / "last.pt")
     assert c2["step"] == 6
@@ -256,7 +256,7 @@ def test_time_limit_plans_the_cosine_to_end_in_time(data_dir, tmp_path):
     cfg = tiny_config(max_steps=100000, time_limit_min=limit_min, val_every=100000, ckpt_every=100000,
                       warmup_steps=2, min_lr_ratio=0.05, lr=1e-3)
     t0 = time.time()
-    train(data_dir, tmp_path / "run", cfg, progress=False)
+    train(data_dir, tmp_path / "run", cfg, device="cpu", progress=False)
     wall = time.time() - t0
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
     assert ck["finished"] and 10 <= ck["step"] == ck["planned_end"] < 100000
@@ -267,7 +267,7 @@ def test_time_limit_plans_the_cosine_to_end_in_time(data_dir, tmp_path):
 
 def test_load_run_rejects_incompatible_checkpoint(data_dir, tmp_path):
     run = tmp_path / "r"
-    train(data_dir, run, tiny_config(max_steps=1), progress=False)
+    train(data_dir, run, tiny_config(max_steps=1), device="cpu", progress=False)
     p = run / "checkpoints" / "last.pt"
     ck = torch.load(p, weights_only=False)
     ck["version"] = "99.0.0"
@@ -314,7 +314,7 @@ _WORKER = textwrap.dedent("""
     (s * world / (3.0 * n_g.sum())).backward()
     if rank == 0:
         torch.save({{k: p.grad for k, p in model.named_parameters()}}, {grads!r})
-    train({data!r}, {run!r}, cfg, progress=False)
+    train({data!r}, {run!r}, cfg, device="cpu", progress=False)
     dist.destroy_process_group()
 """)
 
@@ -367,7 +367,7 @@ def test_ddp_two_gloo_processes_match_single_process(data_dir, tmp_path):
     ]
     single = _single_process_grads(data_dir)
     ref_run = tmp_path / "single_run"
-    train(data_dir, ref_run, tiny_config(), progress=False)
+    train(data_dir, ref_run, tiny_config(), device="cpu", progress=False)
     outs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(outs)
     ddp = torch.load(grads_path)
@@ -428,7 +428,8 @@ def test_cli_trains_and_resumes(data_dir, tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert saved["data"]["channels"] == ["ecal"] and saved["train"]["seed"] == 3
     r = CliRunner().invoke(
-        main, ["train", str(data_dir), "--out", str(out), "--resume", "--max-steps", "3", "--no-progress"]
+        main, ["train", str(data_dir), "--out", str(out), "--resume", "--max-steps", "3", "--device", "cpu",
+               "--no-progress"]
     )
     assert r.exit_code == 0, r.output
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 3

@@ -300,21 +300,30 @@ class _Trainer:
             torch.distributed.all_reduce(lt)
             loss_v = float(lt) / (3.0 * n_global)
         if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
-            self._non_finite(step + 1, loss_v, gnorm)
+            self._non_finite(step + 1, loss_v, gnorm, packed, gidx[js])
         self.opt.step()
         self.sched.step()
         decay = min(tr.ema_decay, (1 + step) / (10 + step)) if tr.ema_warmup else tr.ema_decay
         ema_update(self.ema, self.model, decay)
         return loss_v, gnorm, len(gidx), n_global
 
-    def _non_finite(self, done: int, loss_v: float, gnorm: float) -> None:
-        self.log({"event": "non_finite", "step": done, "loss": loss_v, "grad_norm": gnorm, "time": time.time()})
+    def _non_finite(self, done: int, loss_v: float, gnorm: float, packed, jets: np.ndarray) -> None:
+        """Log, close and raise, naming the jets of this rank's batch that hold NaN/inf (if any)."""
+        cu = np.asarray(_np(packed.cu_seqlens), np.int64)
+        hit_bad = ~np.isfinite(np.asarray(_np(packed.feats), np.float64)).all(1)
+        bad = np.unique(np.repeat(np.arange(len(cu) - 1), np.diff(cu))[hit_bad])
+        bad = np.union1d(bad, np.flatnonzero(~np.isfinite(np.asarray(_np(packed.pt), np.float64))
+                                             | ~np.isfinite(np.asarray(_np(packed.m0), np.float64))))
+        jet_ids = [int(v) for v in np.asarray(self.data.store.jets["jet_id"])[jets[bad]][:5]]
+        self.log({"event": "non_finite", "step": done, "loss": loss_v, "grad_norm": gnorm, "bad_jet_ids": jet_ids,
+                  "time": time.time()})
         self.close()
         kept = (f"{self.last} (step {self.last_good}) is kept" if self.last_good is not None
                 else "no checkpoint had been written yet")
+        cause = (f"the train split's jets with jet_id {jet_ids} hold NaN/inf values" if jet_ids else
+                 "this batch's data are finite: the run diverged, lower --lr")
         raise NonFiniteError(f"step {done}: training loss {loss_v} / gradient norm {gnorm} is not finite; "
-                             f"stopped before updating the weights, {kept}. Look for NaN/inf in the data, "
-                             "or lower --lr", path=self.out_dir)
+                             f"stopped before updating the weights, {kept}. Cause: {cause}", path=self.out_dir)
 
     def replan(self, done: int, t_start: float) -> None:
         """Time limit: how many more steps fit at the rate measured so far (may move both ways)."""

@@ -89,6 +89,28 @@ def test_package_files_cover_every_source_and_header():
     assert files == on_disk and "e2econd.cpp" in files
 
 
+def test_sdist_and_its_pure_wheel_carry_the_kernel_sources(tmp_path):
+    """sdist (MANIFEST.in) -> wheel built without an extension: the wheel holds every library source and
+    header as e2econd/_csrc (what the first-use compile needs), and no compiled _C."""
+    import tarfile
+    import zipfile
+
+    src = _copy_tree(tmp_path / "src")
+    env = _clean_env(E2ECOND_EXT="0")
+    _sh([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "sd")], src, env)
+    sdist = next((tmp_path / "sd").glob("e2econd-*.tar.gz"))
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    expected = {f"csrc/{f}" for f in B.package_files(str(ROOT / "csrc"))}
+    assert expected <= names and "CMakeLists.txt" in names, expected - names
+    _sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(tmp_path / "w"),
+         str(sdist)], tmp_path, env)
+    with zipfile.ZipFile(next((tmp_path / "w").glob("e2econd-*-py3-none-any.whl"))) as z:
+        names = set(z.namelist())
+    assert {f"e2econd/_csrc/{f}" for f in B.package_files(str(ROOT / "csrc"))} <= names
+    assert "e2econd/ops/_build.py" in names and not any("/_C." in n for n in names)
+
+
 # ------------------------------------------------------------------------------ JIT cache
 def test_jit_cache_key_follows_sources_flags_and_cache_dir(tmp_path, monkeypatch):
     src = tmp_path / "csrc"
@@ -105,6 +127,12 @@ def test_jit_cache_key_follows_sources_flags_and_cache_dir(tmp_path, monkeypatch
     import torch
 
     assert p1["ident"]["torch"] == torch.__version__ and "-DE2ECOND_PYTHON_MODULE" not in p1["cflags"]
+    monkeypatch.setenv("E2ECOND_CUDA", "1")  # forced CUDA with a toolkit that cannot link: an error, not CPU
+    monkeypatch.setenv("CUDA_HOME", str(_fake_toolkit(tmp_path / "nolib", cudart=False)))
+    with pytest.raises(RuntimeError, match="E2ECOND_CUDA=1 but the CUDA kernels cannot be built"):
+        _jit.plan(str(src))
+    monkeypatch.setenv("E2ECOND_CUDA", "0")
+    assert not _jit.plan(str(src))["cuda"] and _jit.plan(str(src))["cuda_skipped"] == "E2ECOND_CUDA=0"
 
 
 def test_failed_jit_compile_falls_back_and_is_not_retried(tmp_path, monkeypatch):
@@ -243,6 +271,7 @@ def test_plain_pip_install_next_to_another_torch_compiles_on_first_use(tmp_path)
     data = json.loads(_sh([str(venv / "bin" / "e2econd"), "info", "--json"], tmp_path, env))
     b = data["backend"]
     assert b["extension_loaded"] and b["source"].startswith("JIT-compiled (" + str(tmp_path / "cache")), b
+    assert "load_error" not in b, b  # a wheel without _C is the normal case, not an error
     assert {"diffusion_step", "packed_attention_fwd", "packed_attention_bwd"} <= set(b["cpu_kernels"])
     if "==" in spec:
         assert data["torch"].split("+")[0] == spec.split("==")[1], data["torch"]

@@ -13,6 +13,8 @@
 #   results.json       all of it merged, with per-stage rc and seconds
 #   table.md           the short table, also printed last
 #
+# Stages, in this order: probe, build (+ build_check), ops (tiny fwd+bwd of each op vs float64), pytest_cuda,
+# bench, train_sample, memcheck, racecheck (slowest and least needed for the numbers: last), then the table.
 # Stages are time-boxed (`timeout`) and a failed stage does not stop the next; the whole run keeps to
 # $GPU_CHECK_BUDGET_S (default 470 s): a stage gets at most what is left. Stage scratch goes to
 # $GPU_CHECK_WORK (default a temporary directory). The build is for the visible GPU's architecture only
@@ -38,7 +40,9 @@ PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x "$ROOT/.venv/bin/python" ] && [ $DRY = 1 ]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
 fi
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# E2ECOND_JIT=0: a missing or broken prebuilt extension shows as an error instead of a minutes-long
+# first-use compile inside some stage; the build stage below is the one place that compiles
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 E2ECOND_JIT=0
 BUDGET=${GPU_CHECK_BUDGET_S:-470}
 T0=$(date +%s)
 LOG="$OUT/gpu_check.log"
@@ -80,33 +84,20 @@ else
   ARCH=$("$PY" -c "import torch; c = torch.cuda.get_device_capability(); print(f'{c[0]}.{c[1]}')" 2>>"$LOG")
   log "TORCH_CUDA_ARCH_LIST=$ARCH"
   stage build 300 env E2ECOND_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS="${MAX_JOBS:-16}" \
-    CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" "$PY" setup.py build_ext --inplace
+    "$PY" setup.py build_ext --inplace
   stage build_check 60 "$PY" -c "import e2econd.ops as o; b = o.backend(); print(b); \
 assert b['cuda_kernels'], 'no CUDA kernels loaded'"
 fi
 
-# 3. tiny forward+backward of every op: under compute-sanitizer memcheck / racecheck on the GPU
-: >"$OUT/sanitizer.txt"
-# only e2econd's kernels are checked (names attn_*_kernel, diffusion_step_kernel): torch's own are not ours
-cat >"$WORK/san.sh" <<SAN
-#!/usr/bin/env bash
-echo "== compute-sanitizer --tool \$1" >>"$OUT/sanitizer.txt"
-compute-sanitizer --tool "\$1" --error-exitcode 1 --kernel-regex 'kns=attn_|diffusion_step' \\
-  "$PY" tools/gpu_check.py ops --device cuda "$WORK/ops_\$1.json" >>"$OUT/sanitizer.txt" 2>&1
-SAN
+# 3. tiny forward+backward of every op against the float64 reference (also the sanitizer's driver)
 if [ $DRY = 1 ]; then
   stage ops 120 "$PY" tools/gpu_check.py ops --device cpu "$WORK/ops.json"
-  echo "dry run: compute-sanitizer not run (CPU); its wrapper script:" >>"$OUT/sanitizer.txt"
-  cat "$WORK/san.sh" >>"$OUT/sanitizer.txt"
-  stage sanitizer_syntax 10 bash -n "$WORK/san.sh"
 else
   stage ops 90 "$PY" tools/gpu_check.py ops --device cuda "$WORK/ops.json"
-  stage memcheck 120 bash "$WORK/san.sh" memcheck
-  stage racecheck 120 bash "$WORK/san.sh" racecheck
 fi
 
 # 4. the CUDA test suite (on a CPU machine: collected, all skipped)
-stage pytest_cuda 180 bash -c "$PY -m pytest -q -m cuda -p no:cacheprovider tests/ops tests/sample \
+stage pytest_cuda 180 bash -c "$PY -m pytest -q -m cuda -p no:cacheprovider --durations=10 tests/ops tests/sample \
   >'$OUT/pytest_cuda.txt' 2>&1"
 
 # 5. kernel benchmarks (quick)
@@ -126,7 +117,25 @@ else
     --jets 2048 --sample 2048 "$WORK/train" "$OUT/train_sample.json"
 fi
 
-# 7. the table (printed last)
+# 7. compute-sanitizer memcheck / racecheck on the op driver (last: slow, and the numbers above matter more);
+# only e2econd's kernels are checked (names attn_*_kernel, diffusion_step_kernel): torch's own are not ours
+: >"$OUT/sanitizer.txt"
+cat >"$WORK/san.sh" <<SAN
+#!/usr/bin/env bash
+echo "== compute-sanitizer --tool \$1" >>"$OUT/sanitizer.txt"
+compute-sanitizer --tool "\$1" --error-exitcode 1 --kernel-regex 'kns=attn_|diffusion_step' \\
+  "$PY" tools/gpu_check.py ops --device cuda "$WORK/ops_\$1.json" >>"$OUT/sanitizer.txt" 2>&1
+SAN
+if [ $DRY = 1 ]; then
+  echo "dry run: compute-sanitizer not run (CPU); its wrapper script:" >>"$OUT/sanitizer.txt"
+  cat "$WORK/san.sh" >>"$OUT/sanitizer.txt"
+  stage sanitizer_syntax 10 bash -n "$WORK/san.sh"
+else
+  stage memcheck 100 bash "$WORK/san.sh" memcheck
+  stage racecheck 100 bash "$WORK/san.sh" racecheck
+fi
+
+# 8. the table (printed last)
 "$PY" tools/gpu_check.py report "$OUT" --work "$WORK" >>"$LOG" 2>&1
 log "done in $(($(date +%s) - T0))s"
 cat "$OUT/table.md" 2>/dev/null || echo "no table (report failed: see $LOG)"

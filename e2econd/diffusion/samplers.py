@@ -141,11 +141,15 @@ def run_plan(
 
     ``denoise(x, t) -> v`` evaluates the network. Noise of step i comes from Philox keyed by
     (seed, offset = i), so a run is reproducible without materialising noise. Padded points
-    (mask False) are never touched by the update.
+    (mask False) are never touched by the update. The loop itself reads nothing on the host (no
+    sync on CUDA) if ``denoise`` does not: see ``e2econd.diffusion.graphs``.
     """
     from e2econd.ops.diffusion_step import diffusion_step
 
-    coefs = plan.coef_tensor(x.device)
+    if x.is_cuda:  # pinned + non_blocking: even the one upload of the plan does not wait for the GPU
+        coefs = plan.coef_tensor("cpu").pin_memory().to(x.device, non_blocking=True)
+    else:
+        coefs = plan.coef_tensor(x.device)
     need_prev = plan.uses_x0_prev
     x0_prev = None
     for i, t in enumerate(plan.times):

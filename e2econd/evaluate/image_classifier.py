@@ -164,12 +164,26 @@ def condition_features(cond, n: int) -> np.ndarray:
     return np.column_stack([np.log(pt), np.log(m0 + 1.0), y])
 
 
+def _map_rings(m: int):
+    """(m², 3) averaging weights of an m×m feature map over its centre cell, the 8 cells around it and
+    the rest: position-aware pooling (the core stays distinguishable from the periphery) with few weights."""
+    import torch
+
+    c = m // 2
+    i = torch.arange(m)
+    cheb = torch.maximum((i[:, None] - c).abs(), (i[None, :] - c).abs()).flatten()
+    ring = torch.clamp(cheb, max=2)
+    w = torch.nn.functional.one_hot(ring, 3).float()
+    return w / w.sum(0, keepdim=True)
+
+
 def build_cnn(n_jet: int, width: int = 8):
     """The classifier network: ``net(images (B,3,125,125), jet (B, n_jet)) -> logits (B, 1)``.
 
     Tower patchify 125² -> 25² (2w channels), 3×3 conv, stride-2 3×3 conv -> 13² (4w), 3×3 conv,
-    stride-2 3×3 conv -> 7²; the 7×7 map is flattened (position-aware: the core at the centre stays
-    distinguishable from the periphery) and joined with its mean and the per-jet inputs in an MLP.
+    stride-2 3×3 conv -> 7² (BatchNorm + ReLU after each); the 7×7 map is averaged over its centre cell,
+    the ring around it and the rest (:func:`_map_rings`), max-pooled, and joined with the per-jet inputs
+    in an MLP (dropout 0.2).
     """
     import torch
     from torch import nn
@@ -195,12 +209,18 @@ def build_cnn(n_jet: int, width: int = 8):
                 nn.BatchNorm2d(4 * w),
                 nn.ReLU(),
             )
-            self.spatial = nn.Sequential(nn.Flatten(), nn.Linear(49 * 4 * w, 64), nn.ReLU())
-            self.head = nn.Sequential(nn.Linear(64 + 4 * w + n_jet, 64), nn.ReLU(), nn.Linear(64, 1))
+            self.register_buffer("rings", _map_rings(7))
+            n_pool = 4 * w * (self.rings.shape[1] + 1)
+            self.jet_head = nn.Sequential(nn.Linear(n_jet, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+            self.image_head = nn.Sequential(
+                nn.Dropout(0.2), nn.Linear(n_pool + n_jet, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 1)
+            )
+            nn.init.zeros_(self.image_head[-1].weight)  # starts as the per-jet MLP; the image adds what it can
 
         def forward(self, x, jet):
-            h = self.features(x)
-            return self.head(torch.cat([self.spatial(h), h.mean((2, 3)), jet], dim=1))
+            h = self.features(x).flatten(2)  # (B, 4w, 49)
+            pooled = torch.cat([(h @ self.rings).flatten(1), h.amax(2)], dim=1)
+            return self.jet_head(jet) + self.image_head(torch.cat([pooled, jet], dim=1))
 
     return ImageCNN().to(memory_format=torch.channels_last)
 

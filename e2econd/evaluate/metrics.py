@@ -10,6 +10,10 @@
   sample size by a linear fit in 1/N, error = fit error).
 - :func:`mmd2_poly` (unbiased quadratic MMD² with the polynomial kernel (x·y/d + 1)⁴) and
   :func:`kpd` (JetNet's KPD: median over random batches, error = half the interquartile range).
+- :class:`LatticeW1`: exact W1 of weighted samples on a shared sorted support (per-hit positions on
+  the pixel lattice), bootstrap over jets by multinomial counts.
+- The evaluation reports :func:`fpd` as ``fd_highlevel`` and :func:`kpd` as ``kd_highlevel``: JetNet's
+  batch rules applied to our 10 high-level features, not JetNet's EFP-based FPD/KPD.
 - :func:`entry`: value, floor and ratio record; ``ratio = value / max(floor, floor_err)`` so that
   it is ≈ 1 for a perfect generator and stays finite for unbiased metrics whose floor is ≈ 0
   (then the ratio reads "value in units of the floor's noise"); ``pull`` says whether value and

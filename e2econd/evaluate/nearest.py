@@ -24,7 +24,7 @@ import numpy as np
 from e2econd.evaluate.emd import emd_matrix
 
 #: deposits per jet and channel entering the nearest-neighbour EMD
-NN_DEPOSITS = 32
+NN_DEPOSITS = 30
 #: channels of the nearest-neighbour metrics
 NN_CHANNELS = ("tracks", "ecal", "hcal", "calo")
 

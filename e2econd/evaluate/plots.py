@@ -2,7 +2,8 @@
 
 Mean images (log colour scale) and their ratio, a grid of random jets, total-energy histograms
 with a generated/real ratio panel and ±20 % band (thesis Fig. 6.6), EMD histograms (Fig. 6.7),
-multiplicity, per-hit energy, radial profile, width, mass, energy fractions, response curves.
+multiplicity, per-hit energy, radial profile, width, mass, energy fractions, N-subjettiness, core
+energies, readout fingerprints, response curves.
 """
 
 from __future__ import annotations
@@ -251,6 +252,20 @@ def make_all(out, real, gen, emd_vals, cond, *, n_grid, grid_real, grid_gen, hit
         ["mass_calo", "frac_ecal_calo", "ratio_tracks_calo"],
         "mass_fractions.png",
         ["GeV", "E_ECAL / E_calo", "E_tracks / E_calo"],
+    )
+    p["N-subjettiness (calorimeter deposits, β = 1)"] = _feature_grid(
+        out, real, gen, ["tau1", "tau2", "tau3", "tau21", "tau32"], "nsubjettiness.png", ["τ"] * 3 + ["ratio"] * 2
+    )
+    p["Core energy within R < 0.05 / 0.2 of the axis"] = _feature_grid(
+        out, real, gen, ["core005_tracks", "core005_ecal", "core005_hcal", "core020_ecal"], "core.png", ["GeV"] * 4
+    )
+    p["Readout fingerprints"] = _feature_grid(
+        out,
+        real,
+        gen,
+        ["hcal_central", "n_ecal_towers", "frac_full_ecal_towers", "frac_isolated_ecal"],
+        "fingerprints.png",
+        ["hottest HCAL tower central", "ECAL towers", "fully read fraction", "isolated fraction"],
     )
     if cond:
         p["Response vs requested conditions (mean ± std)"] = response(out, cond)

@@ -73,6 +73,26 @@ def _scores(net, get, idx: np.ndarray, eval_batch: int):
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def _precise_bn(net, get, tr: np.ndarray, max_jets: int = 2048, batch: int = 256) -> None:
+    """Recompute BatchNorm running statistics as plain averages over (up to ``max_jets``) training jets
+    with the current weights ("precise BN"), so evaluation-mode outputs match what was trained; the
+    momentum-averaged statistics lag behind the weights and made validation losses erratic."""
+    import torch
+
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    with torch.no_grad():
+        for s in range(0, min(len(tr), max_jets), batch):
+            net(*get(tr[s : min(s + batch, max_jets)]))
+    for m in bns:
+        m.momentum = 0.1
+
+
 def fit_and_score(
     y: np.ndarray,
     seed: int,
@@ -124,6 +144,7 @@ def fit_and_score(
             loss.backward()
             opt.step()
         epochs += 1
+        _precise_bn(net, get, tr)
         vl = float(lossf(_scores(net, get, va, eval_batch), ys[torch.as_tensor(va)]))
         if on_epoch is not None:
             on_epoch(epochs, vl)

@@ -44,6 +44,8 @@ def plan(src_root: str) -> dict:
     home = B.find_cuda_home()
     if cuda_problem is None:
         cuda_problem = B.cuda_toolkit_problem(home, torch.version.cuda)
+    if cuda_problem is not None and B.flag("E2ECOND_CUDA") in B.ON:
+        raise RuntimeError(f"E2ECOND_CUDA=1 but the CUDA kernels cannot be built: {cuda_problem}")
     use_cuda = cuda_problem is None
     debug = B.flag("E2ECOND_DEBUG") in B.ON
     cflags, cuda_flags, archs = B.cxx_flags(debug, python_module=False), [], None

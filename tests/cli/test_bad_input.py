@@ -108,7 +108,8 @@ def test_train_stops_on_non_finite_loss_and_keeps_last_good_checkpoint(hits, tin
 
     monkeypatch.setattr(T, "loss_sum", nan_at_third)
     out = tmp_path / "out"
-    line = fails(train_args(hits, out, tiny_cfg), str(out), "step 3", "not finite", "last.pt (step 2) is kept")
+    line = fails(train_args(hits, out, tiny_cfg), str(out), "step 3", "not finite", "last.pt (step 2) is kept",
+                 "the run diverged")
     assert "nan" in line
     ck = load_checkpoint(out / "checkpoints" / "last.pt")  # validated: finite weights
     assert ck["step"] == 2
@@ -125,7 +126,8 @@ def test_train_stops_on_nan_in_the_data(hits, tiny_cfg, tmp_path):
     t = t.set_column(t.schema.get_field_index("ecal_e"), "ecal_e", pa.array(e, t.schema.field("ecal_e").type))
     pq.write_table(t, hits / "train.parquet")
     out = tmp_path / "out"
-    fails(train_args(hits, out, tiny_cfg), str(out), "not finite", "NaN/inf in the data")
+    jet_id = t.column("jet_id")[5].as_py()
+    fails(train_args(hits, out, tiny_cfg), str(out), "not finite", f"jet_id [{jet_id}] hold NaN/inf")
     last = out / "checkpoints" / "last.pt"
     if last.exists():
         assert np.isfinite(load_checkpoint(last)["step"])

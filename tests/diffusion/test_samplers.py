@@ -11,6 +11,7 @@ from e2econd.diffusion.samplers import SAMPLERS, ddim_plan, ddpm_plan, dpmpp2m_p
 from e2econd.diffusion.schedule import CosineSchedule
 
 SCHED = CosineSchedule()
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: 2 threads only add contention on a shared box
 
 
 def gaussian_v(mu: float, s: float):

@@ -75,3 +75,25 @@ def toyjets():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def write_hit_dir(d, images, pt, m0, y, split="test"):
+    """A hit directory (documented schema, written with e2econd.data) holding ``images`` as split ``split``."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from e2econd.data.hits import images_to_hits
+    from e2econd.data.hitstore import hits_to_table
+
+    d.mkdir(parents=True)
+    n = len(images)
+    jets = {"jet_id": np.arange(n), "source": np.zeros(n, np.int32), "row": np.arange(n), "pt": pt, "m0": m0, "y": y}
+    pq.write_table(hits_to_table(jets, images_to_hits(images)), d / f"{split}.parquet", row_group_size=64)
+    (d / "manifest.json").write_text(json.dumps({"format": "e2econd-hits"}))
+    return d
+
+
+@pytest.fixture(scope="session")
+def hitdir_writer():
+    return write_hit_dir

@@ -88,3 +88,82 @@ def test_hit_classifier_null_and_missing_core():
     # conditions as extra per-jet inputs: a condition that differs between the samples is detected
     cr, cg = rng.normal(size=(500, 1)), rng.normal(size=(500, 1)) + 2.0
     assert hit_classifier_auc(A, B, cr, cg, seeds=(0,))["value"] > 0.8
+
+
+def test_split_is_stratified_and_seed_dependent():
+    from e2econd.evaluate.training import SPLIT, split_indices
+
+    y = np.r_[np.zeros(100), np.ones(60)]
+    tr, va, te = split_indices(y, 0)
+    assert sorted(np.concatenate([tr, va, te])) == list(range(160))  # a partition
+    for part, f in zip((tr, va), SPLIT):
+        assert (y[part] == 0).sum() == int(f * 100) and (y[part] == 1).sum() == int(f * 60)
+    assert not np.array_equal(split_indices(y, 1)[2], te)  # another seed, another split
+    tr_cap = split_indices(y, 0, max_train=20)[0]
+    assert len(tr_cap) == 20 and (y[tr_cap] == 0).sum() == 10
+
+
+# ----------------------------------------------------------------------------- sensitivity (issue 13)
+N_SENS = 2000  # jets per side
+
+
+def _detects(value: dict, floor: dict) -> bool:
+    """value − floor > 3 standard errors (the seeds' standard deviations of value and floor)."""
+    return value["value"] - floor["value"] > 3.0 * np.hypot(value["std"], floor["std"])
+
+
+@pytest.fixture(scope="module")
+def sens_jets(toyjets):
+    """Real halves A, B (2,000 toy jets each), conditions shuffled within A, and a collapsed copy of A."""
+    A, B = toyjets.toy_jets(N_SENS, seed=41), toyjets.toy_jets(N_SENS, seed=42)
+    return {
+        "A": A,
+        "B": B,
+        "shuffled": toyjets.shuffle_conditions(A, seed=1),
+        "collapsed": toyjets.mode_collapse(A, k=10, seed=2),
+    }
+
+
+def _hl_inputs(jets: dict) -> np.ndarray:
+    """High-level features + conditions and responses, as ``evaluate`` feeds the classifier."""
+    from e2econd.evaluate import features as F
+
+    feats = F.image_features(jets["images"])
+    pt, m0 = jets["pt"], jets["m0"]
+    resp = [np.log1p(np.clip(feats[f"E_{c}"], 0, None)) - np.log1p(pt) for c in F.CHANNELS]
+    mass = np.log1p(feats["mass_calo"]) - np.log1p(m0)
+    return np.column_stack([F.hl_matrix(feats), np.log(pt), np.log(m0), *resp, mass])
+
+
+@pytest.mark.slow
+def test_highlevel_sensitivity(sens_jets):
+    X = {k: _hl_inputs(v) for k, v in sens_jets.items()}
+    floor = classifier_auc(X["B"], X["A"])
+    assert abs(floor["value"] - 0.5) < 0.05, floor
+    for case in ("shuffled", "collapsed"):
+        value = classifier_auc(X["B"], X[case])
+        assert _detects(value, floor), (case, value, floor)
+
+
+@pytest.mark.slow
+def test_hits_sensitivity(sens_jets):
+    from e2econd.evaluate import features as F
+    from e2econd.evaluate.classifier import hit_classifier_auc, hit_set_arrays
+
+    def sets(images):
+        return hit_set_arrays([F.jet_deposits(img, pool=1) for img in images], k=64)
+
+    def cond(j):
+        return np.column_stack([np.log(j["pt"]), np.log(j["m0"])])
+
+    J = sens_jets
+    sa, sb = sets(J["A"]["images"]), sets(J["B"]["images"])
+    floor = hit_classifier_auc(sb, sa, cond(J["B"]), cond(J["A"]))
+    assert abs(floor["value"] - 0.5) < 0.05, floor
+    shuffled = hit_classifier_auc(sb, sa, cond(J["B"]), cond(J["shuffled"]))  # same hits, shuffled conditions
+    assert _detects(shuffled, floor), (shuffled, floor)
+    # the collapsed sample has only 10 distinct jets: build their sets once
+    _, first, inv = np.unique(J["collapsed"]["pt"], return_index=True, return_inverse=True)
+    sc = sets(J["collapsed"]["images"][first])
+    collapsed = hit_classifier_auc(sb, tuple(a[inv] for a in sc), cond(J["B"]), cond(J["collapsed"]))
+    assert _detects(collapsed, floor), (collapsed, floor)

@@ -130,6 +130,6 @@ def test_lattice_w1_matches_scipy_and_bootstraps_jets():
     # the bootstrap resamples whole jets: its error matches the spread of W1 over independent redraws
     redraws = []
     for _ in range(200):
-        (a, wa, ja), (b, wb, jb) = draw(rng, 40, 0), draw(rng, 30, 5)
+        (a, wa, _), (b, wb, _) = draw(rng, 40, 0), draw(rng, 30, 5)
         redraws.append(wasserstein_distance(support[a], support[b], wa, wb))
     assert 0.6 < err / np.std(redraws) < 1.6, (err, np.std(redraws))

@@ -76,8 +76,8 @@ def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-CLI_FAST = ["--emd-pairs", "20", "--hit-jets", "40", "--image-jets", "40", "--bootstrap", "5", "--nn-eval", "20",
-            "--nn-batches", "2", "--classifier-seeds", "2", "--grid", "2"]
+CLI_FAST = ["--emd-pairs", "20", "--hit-jets", "40", "--bootstrap", "5", "--nn-eval", "20", "--nn-batches", "2",
+            "--classifier-seeds", "2", "--grid", "2", "--classifiers", "hl,hits"]
 
 
 def test_cli_end_to_end(files, tmp_path):
@@ -87,11 +87,10 @@ def test_cli_end_to_end(files, tmp_path):
     r = _cli(*args)
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert set(res["headline"]) >= REQUIRED_HEADLINE and set(HEADLINE) >= set(res["headline"])
-    assert 0.0 <= res["headline"]["auc_image"]["value"] <= 1.0
+    assert set(res["headline"]) >= REQUIRED_HEADLINE - {"auc_image"} and set(HEADLINE) >= set(res["headline"])
     assert {"metrics", "classifier_auc", "conditional", "samples", "timing_s", "provenance"} <= set(res)
     assert {"fd_highlevel", "kd_highlevel", "emd_calo", "cov_ecal", "w1_hit_deta_tracks", "w1_frac_isolated_hcal",
-            "classifier_auc_hl", "classifier_auc_hits", "classifier_auc_image"} <= set(res["metrics"])
+            "classifier_auc_hl", "classifier_auc_hits"} <= set(res["metrics"])
     assert not {"fpd_hl", "kpd_hl"} & set(res["metrics"])
     # memorisation against the real file as "training" set: real test jets are copies of it -> ratio ~ 0 not flagged
     mem = res["memorisation"]
@@ -102,7 +101,7 @@ def test_cli_end_to_end(files, tmp_path):
     assert len(pngs) >= 9 and all((out / p).stat().st_size > 1000 for p in pngs)
     r2 = _cli(*args)  # existing output directory: one-line error, exit 2
     assert r2.exit_code == 2 and "exists" in r2.output
-    r3 = _cli(*args, "--overwrite", "--no-plots", "--classifiers", "hl")
+    r3 = _cli(*args, "--overwrite", "--no-plots", "--classifiers", "")
     assert r3.exit_code == 0 and not list(out.glob("*.png"))
 
 
@@ -118,11 +117,9 @@ def test_nan_pixels_fail_with_one_line_error_and_no_output(files, tmp_path, toyj
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o*"))
 
 
-def test_hit_directory_with_missing_column_fails(files, tmp_path, toyjets):
-    from test_store import write_hit_dir
-
+def test_hit_directory_with_missing_column_fails(files, tmp_path, toyjets, hitdir_writer):
     jets = toyjets.toy_jets(30, seed=2)
-    d = write_hit_dir(tmp_path / "hits", jets["images"], jets["pt"], jets["m0"], jets["y"])
+    d = hitdir_writer(tmp_path / "hits", jets["images"], jets["pt"], jets["m0"], jets["y"])
     table = pq.read_table(d / "test.parquet")
     pq.write_table(table.drop(["ecal_e"]), d / "test.parquet")
     r = _cli("evaluate", "--real", d, "--generated", files / "gen.h5", "--out", tmp_path / "o", *CLI_FAST)
@@ -132,3 +129,15 @@ def test_hit_directory_with_missing_column_fails(files, tmp_path, toyjets):
     assert not (tmp_path / "o").exists()
     with pytest.raises(E2EInputError, match="split 'val'"):
         evaluate(files / "real.h5", d, tmp_path / "o2", split="val", **FAST)
+
+
+@pytest.mark.slow
+def test_image_classifier_is_wired_into_the_headline(files, tmp_path):
+    """auc_image = the CNN of e2econd.evaluate.image_classifier on G vs B, its floor on A vs B (~1 min: the CNN
+    trains at least 300 steps however few jets it gets)."""
+    opts = {**FAST, "classifiers": ("image",), "image_jets": 60, "classifier_seeds": 2, "nn_batches": 2}
+    res = evaluate(files / "real.h5", files / "gen_x1.1.h5", tmp_path / "o", **opts)
+    h = res["headline"]["auc_image"]
+    img = res["classifier_auc"]["image"]
+    assert h["value"] == img["value"] and h["floor"] == img["floor"] and img["jets_per_sample"] == 60
+    assert len(img["values"]) == 2 and 0.0 <= h["floor"] <= 1.0 and 0.0 <= h["value"] <= 1.0

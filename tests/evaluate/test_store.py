@@ -3,27 +3,11 @@ a hit directory and the E2E file it came from give the same features."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from e2econd.evaluate import features as F
 from e2econd.evaluate.store import ALL_FEATURES, sample_from_arrays, scan
-
-
-def write_hit_dir(d, images, pt, m0, y, split="test"):
-    """A hit directory (documented schema, via e2econd.data) holding ``images`` as split ``split``."""
-    from e2econd.data.hits import images_to_hits
-    from e2econd.data.hitstore import hits_to_table
-
-    d.mkdir(parents=True)
-    n = len(images)
-    jets = {"jet_id": np.arange(n), "source": np.zeros(n, np.int32), "row": np.arange(n), "pt": pt, "m0": m0, "y": y}
-    pq.write_table(hits_to_table(jets, images_to_hits(images)), d / f"{split}.parquet", row_group_size=64)
-    (d / "manifest.json").write_text(json.dumps({"format": "e2econd-hits"}))
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +44,9 @@ def test_deposits_match_dense_definitions(toy):
     np.testing.assert_allclose(e[0], np.sort(F.jet_deposits(toy["images"][3], 1)["calo"][1])[::-1][:5], rtol=1e-5)
 
 
-def test_hit_directory_reads_like_the_file(toy, tmp_path, h5writer):
+def test_hit_directory_reads_like_the_file(toy, tmp_path, h5writer, hitdir_writer):
     h5writer(tmp_path / "x.h5", toy["images"], toy["pt"], toy["m0"], toy["y"])
-    write_hit_dir(tmp_path / "hits", toy["images"], toy["pt"], toy["m0"], toy["y"])
+    hitdir_writer(tmp_path / "hits", toy["images"], toy["pt"], toy["m0"], toy["y"])
     a = scan([tmp_path / "x.h5"], [40], "test", 16)
     b = scan([tmp_path / "hits"], [40], "test", 16)
     for k in a.feats:

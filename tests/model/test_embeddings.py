@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from e2econd.model import ConditionEmbedding, FourierFeatures, TimeEmbedding
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_fourier_closed_form():

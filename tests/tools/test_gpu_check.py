@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "gpu_check.sh"
 FILES = {"gpu_check.log", "probe.json", "sanitizer.txt", "pytest_cuda.txt", "bench_kernels.json",
          "train_sample.json", "results.json", "table.md"}
-DRY_STAGES = ["probe", "build", "ops", "sanitizer_syntax", "pytest_cuda", "bench", "train_sample"]
+DRY_STAGES = ["probe", "build", "ops", "pytest_cuda", "bench", "train_sample", "sanitizer_syntax"]
 
 
 def _run(out: Path, work: Path, budget: int | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -46,4 +46,4 @@ bench: setup
 	$(PY) tools/bench_kernels.py --device $${DEVICE:-cpu} --quick
 
 clean:
-	rm -rf build $(VENV) e2econd/_C*.so *.egg-info
+	rm -rf build dist $(VENV) e2econd/_C*.so e2econd/_C.torch.json *.egg-info

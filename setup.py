@@ -19,6 +19,7 @@ Environment switches:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -101,7 +102,26 @@ def _extensions():
     else:
         ext = CppExtension("e2econd._C", srcs, extra_compile_args={"cxx": cxx}, **kwargs)
         say(f"building CPU kernels only against torch {torch.__version__} ({why})")
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    return [ext], {"build_ext": _recording(BuildExtension, torch)}
+
+
+def _recording(base, torch):
+    """``build_ext`` that also writes ``e2econd/_C.torch.json`` (B.TORCH_STAMP) beside the library: the torch
+    it was built against, checked before the library is imported (never a silent ABI mismatch)."""
+
+    class BuildExtRecordingTorch(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, use_ninja=True, **kwargs)
+
+        def run(self):
+            super().run()  # builds into build_lib, then copies the library into the source tree if inplace
+            dirs = {os.path.dirname(self.get_ext_fullpath("e2econd._C")), os.path.join(self.build_lib, "e2econd")}
+            for d in dirs:  # beside the library wherever it is (editable: the source tree; wheel: build_lib)
+                os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, B.TORCH_STAMP), "w") as f:
+                    json.dump(B.torch_identity(torch), f)
+
+    return BuildExtRecordingTorch
 
 
 ext_modules, cmdclass = _extensions()

@@ -47,6 +47,7 @@ def run_demo(opts: DemoOptions) -> dict:
     from e2econd.data.preprocess import preprocess
     from e2econd.evaluate.report import evaluate
     from e2econd.generate.make_data import make_data
+    from e2econd.rundir import last_checkpoint, load_checkpoint
     from e2econd.sample import SampleOptions, sample_to_file, summary_line
     from e2econd.train import train
 
@@ -81,9 +82,9 @@ def run_demo(opts: DemoOptions) -> dict:
     cfg.train.seed = opts.seed
     if opts.max_steps is not None:
         cfg.train.max_steps = opts.max_steps
-    last = run / "checkpoints" / "last.pt"
+    last = last_checkpoint(run)
     if last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(last)  # a damaged checkpoint: one-line error naming it
         target = opts.max_steps or ck["config"]["train"]["max_steps"]
         if ck.get("finished") or int(ck["step"]) >= target:
             _done(t0, f"reusing {run} (step {ck['step']})")

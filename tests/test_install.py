@@ -201,6 +201,23 @@ def test_a_prebuilt_extension_that_fails_to_import_is_reported(tmp_path):
     assert "no kernel sources" in b["load_error"] and b["source"].startswith("reference (")
 
 
+def test_a_prebuilt_extension_for_another_torch_is_not_imported(tmp_path):
+    """The stamp setup.py writes beside _C (the torch it was built against) is checked before the import:
+    a library built for another torch is never loaded, even one that would import."""
+    pkg = tmp_path / "site" / "e2econd"
+    shutil.copytree(ROOT / "e2econd", pkg, ignore=shutil.ignore_patterns("_C*", "__pycache__", "_csrc"))
+    (pkg / f"_C{sysconfig.get_config_var('EXT_SUFFIX')}").write_bytes(b"would fail if it were imported")
+    (pkg / B.TORCH_STAMP).write_text(json.dumps({"torch": "0.0.1", "git": "abc", "cuda": None}))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), E2ECOND_CACHE=str(tmp_path / "cache"))
+    env.pop("E2ECOND_DISABLE_EXT", None)
+    out = subprocess.run([sys.executable, "-m", "e2econd", "info", "--json"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    err = json.loads(out.stdout)["backend"]["load_error"]
+    assert err.startswith("prebuilt e2econd._C was built against torch 0.0.1 (git abc), this is torch "), err
+    assert "failed to import" not in err
+
+
 # ------------------------------------------------------------------------------ fresh venvs (CI)
 def _copy_tree(dst: Path) -> Path:
     ignore = shutil.ignore_patterns(".venv", "build", "dist", "demo", "runs", ".git", "*.egg-info", "_C*.so",
@@ -249,6 +266,10 @@ def test_wheel_installed_into_a_fresh_venv_runs_its_kernels(tmp_path):
     where = _sh([str(py), "-c", "import e2econd, e2econd.ops; print(e2econd.__file__)"], run, env)
     assert where.strip().startswith(site), where
     assert (Path(site) / "e2econd" / "_csrc" / "e2econd.cpp").exists()
+    import torch
+
+    stamp = json.loads((Path(site) / "e2econd" / B.TORCH_STAMP).read_text())
+    assert stamp == B.torch_identity(torch), stamp
     out = _sh([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(run), "t"], run, env)
     assert " passed" in out and "failed" not in out, out[-2000:]
 

@@ -62,8 +62,16 @@ def main() -> None:
     classifiers = tuple(c for c in args.classifiers.split(",") if c)
     t = time.perf_counter()
     cpu0 = os.times()
-    res = evaluate(real, gen, cache / "report", overwrite=True, plots=not args.no_plots, progress=True,
-                   max_jets=args.n, classifiers=classifiers)
+    res = evaluate(
+        real,
+        gen,
+        cache / "report",
+        overwrite=True,
+        plots=not args.no_plots,
+        progress=True,
+        max_jets=args.n,
+        classifiers=classifiers,
+    )
     wall = time.perf_counter() - t
     cpu1 = os.times()
     out = {
@@ -74,8 +82,11 @@ def main() -> None:
         "wall_s": round(wall, 1),
         "cpu_s": round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system), 1),
         "timing_s": res["timing_s"],
-        "headline": {k: (round(v["value"], 4), round(v["floor"], 4)) for k, v in res["headline"].items()
-                     if v["value"] is not None and v["floor"] is not None},
+        "headline": {
+            k: (round(v["value"], 4), round(v["floor"], 4))
+            for k, v in res["headline"].items()
+            if v["value"] is not None and v["floor"] is not None
+        },
         "load_avg_1min": os.getloadavg()[0],
     }
     print(json.dumps(out, indent=1))

@@ -68,8 +68,9 @@ def probe(out: str) -> int:
 
 
 # -------------------------------------------------------------------------------------------- ops
-def ops(device: str, out_json: str) -> int:
-    """Tiny forward + backward of each op and path, checked against the reference (sanitizer driver)."""
+def ops(device: str, out_json: str, small: bool = False) -> int:
+    """Tiny forward + backward of each op and path, checked against the reference (sanitizer driver;
+    ``small``: fp32 + bf16, e2econd's kernels only, D = 16 and 64, for the slow sanitizer runs)."""
     from e2econd.ops import reference_mode
     from e2econd.ops.attention import masked_attention, packed_attention, select_impl
     from e2econd.ops.diffusion_step import diffusion_step, diffusion_step_
@@ -83,9 +84,12 @@ def ops(device: str, out_json: str) -> int:
     res = {"device": device, "checks": []}
     dtypes = [torch.float32] + ([torch.bfloat16, torch.float16] if device == "cuda" else [torch.float64])
     impls = ["kernel", "varlen"] if device == "cuda" else ["kernel"]
+    dims = (16, 32, 64)
+    if small:
+        dtypes, impls, dims = dtypes[:2], ["kernel"], (16, 64)
     for dtype in dtypes:
         for impl in impls:
-            for D in (16, 32, 64):
+            for D in dims:
                 xs = [torch.randn(total, 2, D, generator=g).to(device, dtype).requires_grad_(True) for _ in range(3)]
                 gout = torch.randn(total, 2, D, generator=g).to(device, dtype)
                 path = select_impl(xs[0], impl)
@@ -293,6 +297,7 @@ def main(argv=None) -> int:
     sub.add_parser("probe").add_argument("out")
     o = sub.add_parser("ops")
     o.add_argument("--device", default="cuda")
+    o.add_argument("--small", action="store_true", help="fewer cases (for compute-sanitizer)")
     o.add_argument("out")
     t = sub.add_parser("train")
     t.add_argument("--device", default="cuda")
@@ -309,7 +314,7 @@ def main(argv=None) -> int:
     if a.cmd == "probe":
         return probe(a.out)
     if a.cmd == "ops":
-        return ops(a.device, a.out)
+        return ops(a.device, a.out, a.small)
     if a.cmd == "train":
         return train_sample(a.device, a.work, a.out, a.steps, a.jets, a.sample, a.tiny)
     return report(a.outdir, a.work)

@@ -3,6 +3,9 @@
 #
 #   tools/gpu_check.sh OUTDIR [--dry-run]
 #
+# On this workplace's device machine (one call, ~8 min of its 10): bash tools/gpu_check.sh "$OUT"
+# (python3 there is the image's, with torch; nothing is installed; the extension is built in place).
+#
 #   gpu_check.log      the whole log (every stage's output)
 #   probe.json         GPU, driver, torch, nvcc, compute-sanitizer, varlen_attn, backend
 #   sanitizer.txt      compute-sanitizer memcheck + racecheck of a tiny fwd+bwd of every op (our kernels only)
@@ -123,8 +126,9 @@ fi
 cat >"$WORK/san.sh" <<SAN
 #!/usr/bin/env bash
 echo "== compute-sanitizer --tool \$1" >>"$OUT/sanitizer.txt"
-compute-sanitizer --tool "\$1" --error-exitcode 1 --kernel-regex 'kns=attn_|diffusion_step' \\
-  "$PY" tools/gpu_check.py ops --device cuda "$WORK/ops_\$1.json" >>"$OUT/sanitizer.txt" 2>&1
+# no caching allocator: every tensor its own allocation, so an out-of-bounds access is one memcheck sees
+PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool "\$1" --error-exitcode 1 --kernel-regex 'kns=attn_|diffusion_step' \\
+  "$PY" tools/gpu_check.py ops --device cuda --small "$WORK/ops_\$1.json" >>"$OUT/sanitizer.txt" 2>&1
 SAN
 if [ $DRY = 1 ]; then
   echo "dry run: compute-sanitizer not run (CPU); its wrapper script:" >>"$OUT/sanitizer.txt"

@@ -29,6 +29,9 @@ NPIX = 125
 PER_JET = 3 * NPIX * NPIX
 #: ring edges (ΔR from the jet axis) of the per-channel radial energy profile given to the head
 RING_EDGES = (0.05, 0.1, 0.2, 0.4)
+#: bin edges (GeV) of the per-channel pixel-energy spectrum (counts of non-zero pixels per bin) given to
+#: the head: it resolves the readout's small and negative values, where an energy scale shows first
+SPECTRUM_EDGES = (-0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 #: default cap on training jets per seed (both samples together), to keep to the time budget
 MAX_TRAIN = 6000
 
@@ -47,6 +50,28 @@ def _ring_matrix() -> np.ndarray:
     return np.eye(len(RING_EDGES) + 1)[ring]
 
 
+N_SUMMARY = 3 * (1 + len(RING_EDGES) + 1 + len(SPECTRUM_EDGES) + 1)
+
+
+def _slog(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def image_summary(images: np.ndarray) -> np.ndarray:
+    """Per-jet summary of images (n,3,125,125) (GeV) fed to the head beside the CNN, (n, 3·(1 + 5 + 12))
+    float32: per channel the signed log sign(S)·log1p(|S| / 1 GeV) of its total energy, then of its
+    energy in each ring of ``RING_EDGES`` (radial profile); then per channel log1p of the number of
+    non-zero pixels in each bin of ``SPECTRUM_EDGES`` (pixel-energy spectrum)."""
+    n = len(images)
+    flat = images.reshape(n, 3, NPIX * NPIX)
+    rings = flat.astype(np.float64) @ _ring_matrix()  # (n, 3, 5)
+    jet, ch, pix = np.nonzero(flat)
+    nb = len(SPECTRUM_EDGES) + 1
+    b = np.searchsorted(np.asarray(SPECTRUM_EDGES, np.float32), flat[jet, ch, pix], side="right")
+    spec = np.bincount((jet * 3 + ch) * nb + b, minlength=n * 3 * nb).reshape(n, 3 * nb)
+    return np.column_stack([_slog(rings.sum(2)), _slog(rings.reshape(n, -1)), np.log1p(spec)]).astype(np.float32)
+
+
 def _chunks(images) -> Iterable[np.ndarray]:
     """(k,3,125,125) arrays from an array, an iterable of arrays, or of chunks with an ``.images`` field."""
     if isinstance(images, np.ndarray):
@@ -61,12 +86,13 @@ class SparseImages:
     """Log-scaled jet images (:func:`log_scale`) kept sparse: per jet its non-zero pixels.
 
     ``index`` uint16 (flat channel-last position (ieta·125 + iphi)·3 + c), ``values`` float16, ``offsets``
-    int64 (n+1,), and ``profile`` (n, 3, rings) the energy (GeV) of each channel in the rings of
-    ``RING_EDGES``. ``dense(idx)`` rebuilds a float32 batch (B,3,125,125) in channels_last memory format.
+    int64 (n+1,), and ``summary`` (n, k) float32, the per-jet inputs computed from the full-precision
+    image (:func:`image_summary`). ``dense(idx)`` rebuilds a float32 batch (B,3,125,125) in channels_last
+    memory format.
     """
 
-    def __init__(self, index: np.ndarray, values: np.ndarray, offsets: np.ndarray, profile: np.ndarray):
-        self.index, self.values, self.offsets, self.profile = index, values, offsets, profile
+    def __init__(self, index: np.ndarray, values: np.ndarray, offsets: np.ndarray, summary: np.ndarray):
+        self.index, self.values, self.offsets, self.summary = index, values, offsets, summary
 
     @classmethod
     def from_images(cls, images, max_jets: int | None = None) -> SparseImages:
@@ -74,7 +100,6 @@ class SparseImages:
         if isinstance(images, SparseImages):
             return images if max_jets is None else images.take(np.arange(min(len(images), max_jets)))
         idx_parts, val_parts, counts, sums, n = [], [], [], [], 0
-        rings = _ring_matrix()
         for chunk in _chunks(images):
             if chunk.ndim != 4 or chunk.shape[1:] != (3, NPIX, NPIX):
                 raise ValueError(f"image classifier: images must be (n, 3, 125, 125), got {chunk.shape}")
@@ -87,7 +112,7 @@ class SparseImages:
             idx_parts.append(pos.astype(np.uint16))
             val_parts.append(flat[jet, pos].astype(np.float16))
             counts.append(np.bincount(jet, minlength=len(chunk)))
-            sums.append(chunk.reshape(len(chunk), 3, NPIX * NPIX).astype(np.float64) @ rings)
+            sums.append(image_summary(chunk))
             n += len(chunk)
             if max_jets is not None and n >= max_jets:
                 break
@@ -99,7 +124,7 @@ class SparseImages:
             cat(idx_parts) if idx_parts else np.zeros(0, np.uint16),
             cat(val_parts) if val_parts else np.zeros(0, np.float16),
             offsets,
-            cat(sums) if sums else np.zeros((0, 3, len(RING_EDGES) + 1)),
+            cat(sums) if sums else np.zeros((0, N_SUMMARY), np.float32),
         )
 
     def __len__(self) -> int:
@@ -121,7 +146,7 @@ class SparseImages:
         pos, row = self._gather(idx)
         offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(np.bincount(row, minlength=len(idx)), out=offsets[1:])
-        return SparseImages(self.index[pos], self.values[pos], offsets, self.profile[np.asarray(idx, dtype=np.int64)])
+        return SparseImages(self.index[pos], self.values[pos], offsets, self.summary[np.asarray(idx, dtype=np.int64)])
 
     def dense(self, idx):
         """float32 torch tensor (len(idx), 3, 125, 125), channels_last."""
@@ -140,7 +165,7 @@ class SparseImages:
         np.cumsum(counts, out=offsets[1:])
         cat = np.concatenate
         return SparseImages(
-            cat([p.index for p in parts]), cat([p.values for p in parts]), offsets, cat([p.profile for p in parts])
+            cat([p.index for p in parts]), cat([p.values for p in parts]), offsets, cat([p.summary for p in parts])
         )
 
 
@@ -211,28 +236,44 @@ def build_cnn(n_jet: int, width: int = 8):
             )
             self.register_buffer("rings", _map_rings(7))
             n_pool = 4 * w * (self.rings.shape[1] + 1)
-            self.jet_head = nn.Sequential(nn.Linear(n_jet, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+            self.jet_head = nn.Sequential(
+                nn.Linear(n_jet, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)
+            )
             self.image_head = nn.Sequential(
                 nn.Dropout(0.2), nn.Linear(n_pool + n_jet, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 1)
             )
             nn.init.zeros_(self.image_head[-1].weight)  # starts as the per-jet MLP; the image adds what it can
 
+        n_stages = 2
+        stage = 1
+
+        def set_stage(self, k: int) -> None:
+            """Stage 0: only the per-jet MLP trains (the image is not used); stage 1: the CNN and its head
+            train on top of the frozen per-jet MLP."""
+            self.stage = k
+            for p in self.jet_head.parameters():
+                p.requires_grad_(k == 0)
+            for mod in (self.features, self.image_head):
+                for p in mod.parameters():
+                    p.requires_grad_(k == 1)
+
         def forward(self, x, jet):
+            out = self.jet_head(jet)
+            if self.stage == 0:
+                return out
             h = self.features(x).flatten(2)  # (B, 4w, 49)
             pooled = torch.cat([(h @ self.rings).flatten(1), h.amax(2)], dim=1)
-            return self.jet_head(jet) + self.image_head(torch.cat([pooled, jet], dim=1))
+            return out + self.image_head(torch.cat([pooled, jet], dim=1))
 
     return ImageCNN().to(memory_format=torch.channels_last)
 
 
 def jet_inputs(sparse: SparseImages, cond, n: int) -> np.ndarray:
-    """Per-jet inputs beside the image: the conditions (:func:`condition_features`), and per channel the
-    signed log, sign(S)·log1p(|S| / 1 GeV), of its total energy and of its energy in each ring of
-    ``RING_EDGES`` (the radial profile; CaloChallenge's classifiers likewise see the layer energies
-    next to the voxels). The CNN alone does not find a 10 % core-energy move at 2,000 jets per side;
-    with the profile beside it, it does (docs/BENCHMARKS.md)."""
-    s = np.concatenate([sparse.profile.sum(2), sparse.profile.reshape(len(sparse.profile), -1)], axis=1)
-    return np.column_stack([condition_features(cond, n), np.sign(s) * np.log1p(np.abs(s))])
+    """Per-jet inputs beside the image: the conditions (:func:`condition_features`) and the image summary
+    (:func:`image_summary`: channel energies, radial profile, pixel-energy spectrum; CaloChallenge's
+    classifiers likewise see the layer energies next to the voxels). The CNN alone does not find a
+    5 % energy scale or a 10 % core-energy move at 2,000 jets per side; with the summary it does."""
+    return np.column_stack([condition_features(cond, n), sparse.summary.astype(np.float64)])
 
 
 def image_classifier_auc(

@@ -11,8 +11,10 @@ D (generated × real) and
 
 Both are averaged over the batches; the error is the standard deviation over batches / sqrt(n_batches).
 EMD here is :func:`e2econd.evaluate.emd.emd` (POT's exact solver, energies in GeV, ground distance
-ΔR / R plus |ΔE|) on the :data:`NN_DEPOSITS` most energetic deposits of each jet (JetNet uses
-30 particles): crystals for Tracks/ECAL, towers for HCAL, ECAL+HCAL summed per HCAL tower for ``calo``.
+ΔR / R plus |ΔE|) on the :data:`NN_DEPOSITS` = 20 most energetic deposits of each jet: crystals for
+Tracks/ECAL, towers for HCAL, ECAL+HCAL summed per HCAL tower for ``calo``. (JetNet uses 30 particles;
+the exact EMD costs ~n^2.5, and 20 keeps the 2 × 4 channels × 10 batches × 100² EMDs of an evaluation
+near a minute on 2 cores, 3× faster than 30; the 20 hottest towers hold most of a jet's energy.)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from e2econd.evaluate.emd import emd_matrix
 
 #: deposits per jet and channel entering the nearest-neighbour EMD
-NN_DEPOSITS = 30
+NN_DEPOSITS = 20
 #: channels of the nearest-neighbour metrics
 NN_CHANNELS = ("tracks", "ecal", "hcal", "calo")
 

@@ -93,46 +93,14 @@ def _precise_bn(net, get, tr: np.ndarray, max_jets: int = 2048, batch: int = 256
         m.momentum = 0.1
 
 
-def fit_and_score(
-    y: np.ndarray,
-    seed: int,
-    prepare: Callable,
-    build_net: Callable,
-    *,
-    max_epochs: int,
-    patience: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float = 1e-4,
-    min_steps: int = 400,
-    min_patience_steps: int = 100,
-    max_train: int | None = None,
-    eval_batch: int = 8192,
-    on_epoch: Callable | None = None,
-) -> dict:
-    """Train one classifier on seed ``seed``'s split and return its held-out AUC.
-
-    ``prepare(train_idx)`` returns a batch getter ``get(idx) -> tuple of tensors`` (inputs standardised
-    with statistics of the training jets only; see :func:`tensor_batches`); ``build_net()`` returns a
-    module taking those tensors and returning one logit per jet. Small samples use smaller batches and
-    at least ``min_steps`` optimiser steps (patience at least ``min_patience_steps`` steps), so a few
-    hundred jets still train properly. Returns {"auc", "epochs", "n_train", "n_val", "n_test"}.
-    """
+def _train_stage(net, get, tr, va, ys, g, *, lr, weight_decay, batch_size, max_epochs, patience, eval_batch, on_epoch):
+    """Adam on the parameters that require grad, early stopping on the validation loss, best state restored.
+    Returns (epochs run, best validation loss)."""
     import torch
 
-    y = np.asarray(y)
-    tr, va, te = split_indices(y, seed, max_train)
-    get = prepare(tr)
-    ys = torch.as_tensor(y, dtype=torch.float32)
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = build_net()
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     lossf = torch.nn.BCEWithLogitsLoss()
-    batch_size = int(min(batch_size, max(32, len(tr) // 8)))
-    steps = -(-len(tr) // batch_size)
-    max_epochs = max(max_epochs, -(-min_steps // steps))
-    patience = max(patience, -(-min_patience_steps // steps))
     best, best_state, bad, epochs = float("inf"), None, 0, 0
     for _ in range(max_epochs):
         net.train()
@@ -157,6 +125,62 @@ def fit_and_score(
                 break
     if best_state is not None:
         net.load_state_dict(best_state)
+    return epochs, best
+
+
+def fit_and_score(
+    y: np.ndarray,
+    seed: int,
+    prepare: Callable,
+    build_net: Callable,
+    *,
+    max_epochs: int,
+    patience: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 1e-4,
+    min_steps: int = 400,
+    min_patience_steps: int = 100,
+    max_train: int | None = None,
+    eval_batch: int = 8192,
+    on_epoch: Callable | None = None,
+) -> dict:
+    """Train one classifier on seed ``seed``'s split and return its held-out AUC.
+
+    ``prepare(train_idx)`` returns a batch getter ``get(idx) -> tuple of tensors`` (inputs standardised
+    with statistics of the training jets only; see :func:`tensor_batches`); ``build_net()`` returns a
+    module taking those tensors and returning one logit per jet. Small samples use smaller batches and
+    at least ``min_steps`` optimiser steps (patience at least ``min_patience_steps`` steps), so a few
+    hundred jets still train properly. A net with ``n_stages`` > 1 and ``set_stage(k)`` (which sets
+    ``requires_grad`` of its parts) is trained stage after stage, each from the previous stage's best
+    state, with its own early stopping. Returns {"auc", "epochs" (summed over stages), "n_train",
+    "n_val", "n_test"}.
+    """
+    import torch
+
+    y = np.asarray(y)
+    tr, va, te = split_indices(y, seed, max_train)
+    get = prepare(tr)
+    ys = torch.as_tensor(y, dtype=torch.float32)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = build_net()
+    batch_size = int(min(batch_size, max(32, len(tr) // 8)))
+    steps = -(-len(tr) // batch_size)
+    opts = {
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "batch_size": batch_size,
+        "max_epochs": max(max_epochs, -(-min_steps // steps)),
+        "patience": max(patience, -(-min_patience_steps // steps)),
+        "eval_batch": eval_batch,
+        "on_epoch": on_epoch,
+    }
+    epochs = 0
+    for stage in range(getattr(net, "n_stages", 1)):
+        if hasattr(net, "set_stage"):
+            net.set_stage(stage)
+        epochs += _train_stage(net, get, tr, va, ys, g, **opts)[0]
     auc = auc_score(y[te], _scores(net, get, te, eval_batch).numpy())
     return {"auc": auc, "epochs": epochs, "n_train": len(tr), "n_val": len(va), "n_test": len(te)}
 

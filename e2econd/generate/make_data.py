@@ -124,6 +124,52 @@ def _check_out(out, format: str | None) -> list[tuple[Path, str]]:
     return result
 
 
+def _check_options(process, n, pt_min, pt_max, workers, unit_size, pileup, eta_max) -> tuple[dict, float, float]:
+    """Validate make-data's options before any work: (process spec, pt_min, pt_max) in GeV."""
+    if process not in PROCESSES:
+        raise E2EInputError(f"unknown process {process!r} (one of {', '.join(PROCESSES)})", key="process")
+    spec = PROCESSES[process]
+    pt_min = float(spec["pt_min"] if pt_min is None else pt_min)
+    pt_max = float(spec["pt_max"] if pt_max is None else pt_max)
+    if not (0 < pt_min < pt_max):
+        raise E2EInputError(f"pT window [{pt_min}, {pt_max}) GeV is empty or negative", key="pt_min/pt_max")
+    if int(n) < 1:
+        raise E2EInputError(f"number of jets must be >= 1, got {n}", key="n")
+    if int(workers) < 1 or int(unit_size) < 1:
+        raise E2EInputError(f"workers and unit_size must be >= 1, got {workers}, {unit_size}", key="workers")
+    if pileup < 0:
+        raise E2EInputError(f"pileup must be >= 0, got {pileup}", key="pileup")
+    if not (0 < eta_max <= 2.0):
+        raise E2EInputError(f"eta_max must be in (0, 2], got {eta_max}", key="eta_max")
+    return spec, pt_min, pt_max
+
+
+def _run_units(tasks: list[dict], writers: list, workers: int, bar) -> tuple[int, float]:
+    """Generate the work units in order (in ``workers`` spawned processes if > 1) and write each to every
+    writer as it arrives; returns (Pythia events, CPU seconds)."""
+    events, cpu_s = 0, 0.0
+
+    def consume(res):
+        nonlocal events, cpu_s
+        for w in writers:
+            w.write(res["images"], res["pt"], res["m0"], res["y"])
+        events += res["events"]
+        cpu_s += res["cpu_s"]
+
+    if workers == 1 or len(tasks) == 1:
+        for task in tasks:
+            consume(generate_unit(task, progress=bar.update))
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(min(workers, len(tasks))) as pool:
+            for task, res in zip(tasks, pool.imap(generate_unit, tasks)):
+                consume(res)
+                bar.update(task["n"])
+    return events, cpu_s
+
+
 def make_data(
     process: str,
     n: int,
@@ -150,21 +196,7 @@ def make_data(
     """
     from e2econd.data.e2e_io import E2EWriter
 
-    if process not in PROCESSES:
-        raise E2EInputError(f"unknown process {process!r} (one of {', '.join(PROCESSES)})", key="process")
-    spec = PROCESSES[process]
-    pt_min = float(spec["pt_min"] if pt_min is None else pt_min)
-    pt_max = float(spec["pt_max"] if pt_max is None else pt_max)
-    if not (0 < pt_min < pt_max):
-        raise E2EInputError(f"pT window [{pt_min}, {pt_max}) GeV is empty or negative", key="pt_min/pt_max")
-    if int(n) < 1:
-        raise E2EInputError(f"number of jets must be >= 1, got {n}", key="n")
-    if int(workers) < 1 or int(unit_size) < 1:
-        raise E2EInputError(f"workers and unit_size must be >= 1, got {workers}, {unit_size}", key="workers")
-    if pileup < 0:
-        raise E2EInputError(f"pileup must be >= 0, got {pileup}", key="pileup")
-    if not (0 < eta_max <= 2.0):
-        raise E2EInputError(f"eta_max must be in (0, 2], got {eta_max}", key="eta_max")
+    spec, pt_min, pt_max = _check_options(process, n, pt_min, pt_max, workers, unit_size, pileup, eta_max)
     if isinstance(detector, dict):
         detector = DetectorConfig.from_dict(detector)
     detector = detector or DetectorConfig()
@@ -191,33 +223,13 @@ def make_data(
     bar = tqdm(total=n, unit="jet", desc=f"make-data {process}", disable=bar_disabled(progress),
                leave=False)
     t0 = time.perf_counter()
-    events = 0
-    cpu_s = 0.0
     import contextlib
 
     with contextlib.ExitStack() as stack:
         # deterministic: no creation time in the metadata, so the same command writes the same bytes and
         # `preprocess`, whose train/val/test split is keyed on the file's sha256, splits it the same way
         writers = [stack.enter_context(E2EWriter(p, format=f, config=config, deterministic=True)) for p, f in outputs]
-
-        def consume(res):
-            nonlocal events, cpu_s
-            for w in writers:
-                w.write(res["images"], res["pt"], res["m0"], res["y"])
-            events += res["events"]
-            cpu_s += res["cpu_s"]
-
-        if workers == 1 or n_units == 1:
-            for task in tasks:
-                consume(generate_unit(task, progress=bar.update))
-        else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(min(int(workers), n_units)) as pool:
-                for task, res in zip(tasks, pool.imap(generate_unit, tasks)):
-                    consume(res)
-                    bar.update(task["n"])
+        events, cpu_s = _run_units(tasks, writers, int(workers), bar)
     bar.close()
     wall = time.perf_counter() - t0
     return {

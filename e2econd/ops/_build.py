@@ -23,6 +23,12 @@ import subprocess
 OFF = ("0", "false", "no", "off")
 ON = ("1", "true", "yes", "on")
 DEFAULT_CUDA_ARCHS = "8.0;9.0"  # A100, H100: used when no GPU is visible at build time
+TORCH_STAMP = "_C.torch.json"  # beside e2econd/_C*.so: the torch it was built against (setup.py writes it)
+
+
+def torch_identity(torch) -> dict:
+    """What a compiled library's ABI depends on: torch's version, git revision and CUDA version."""
+    return {"torch": torch.__version__, "git": getattr(torch.version, "git_version", None), "cuda": torch.version.cuda}
 
 
 def flag(name: str) -> str | None:

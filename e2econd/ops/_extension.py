@@ -22,13 +22,14 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import json
 import os
 import threading
 from collections.abc import Iterator
 
 import torch
 
-from e2econd.ops import _jit
+from e2econd.ops import _build, _jit
 
 OPS = (
     "diffusion_step",
@@ -43,12 +44,28 @@ LOAD_ERROR: str | None = None  # why the kernels are not loaded, or why the preb
 SOURCE: str = "reference"  # "prebuilt at install" | "JIT-compiled (<cache path>)" | "reference (<why>)"
 
 
+def _prebuilt_mismatch() -> str | None:
+    """Why the prebuilt ``_C`` must not be imported: it was built against another torch (its stamp
+    ``_C.torch.json`` differs from the running torch). None when it matches or carries no stamp."""
+    stamp = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), _build.TORCH_STAMP)
+    try:
+        with open(stamp) as f:
+            built = json.load(f)
+    except (OSError, ValueError):
+        return None
+    now = _build.torch_identity(torch)
+    if built == now:
+        return None
+    return (f"prebuilt e2econd._C was built against torch {built.get('torch')} (git {built.get('git')}), "
+            f"this is torch {now['torch']} (git {now['git']}): not loaded")
+
+
 def _load() -> tuple[bool, str, str | None]:
     """(loaded, source, error) after trying the prebuilt extension, then the JIT compile."""
     if os.environ.get("E2ECOND_DISABLE_EXT", "").lower() in ("1", "true", "yes"):
         return False, "reference (disabled by E2ECOND_DISABLE_EXT=1)", "disabled by E2ECOND_DISABLE_EXT=1"
-    prebuilt_error = None
-    if importlib.util.find_spec("e2econd._C") is not None:  # a prebuilt library is installed
+    prebuilt_error = _prebuilt_mismatch()
+    if prebuilt_error is None and importlib.util.find_spec("e2econd._C") is not None:  # prebuilt, same torch
         try:
             importlib.import_module("e2econd._C")  # runs the TORCH_LIBRARY registrations
             return True, "prebuilt at install", None

@@ -42,6 +42,7 @@ import os
 
 import torch
 
+from e2econd.ops import _extension
 from e2econd.ops._extension import LOADED, use_extension
 
 __all__ = [
@@ -307,12 +308,20 @@ def _impl_from_env() -> str:
     return os.environ.get("E2ECOND_ATTENTION", "auto").strip().lower() or "auto"
 
 
+@torch.compiler.assume_constant_result
+def _forced_reference() -> bool:
+    """Inside ``e2econd.ops.reference_mode()``: every path, varlen too, is the reference."""
+    return bool(getattr(_extension, "_forced_reference", lambda: False)())
+
+
 def select_impl(q: torch.Tensor, impl: str | None = None) -> str:
     """The path ``packed_attention`` takes for q: 'varlen', 'kernel' or 'reference' (see module doc)."""
     want = impl if impl is not None else _impl_from_env()
     if want not in IMPLS:
         raise ValueError(f"packed_attention: unknown impl {want!r} (E2ECOND_ATTENTION or impl=; "
                          f"choose from {', '.join(IMPLS)})")
+    if _forced_reference():
+        return "reference"
     if want in ("auto", "varlen") and _varlen_ok(q):
         return "varlen"
     if want != "reference" and _kernel_ok("packed_attention_fwd", q):

@@ -166,6 +166,16 @@ def test_sample_checkpoint_with_nan_weights(run, tmp_path):
     assert not out.exists()
 
 
+def test_sample_checkpoint_whose_weights_do_not_match_its_config(run, tmp_path):
+    last = run / "checkpoints" / "last.pt"
+    ck = torch.load(last, weights_only=False)
+    ck["config"]["model"]["width"] = 64  # the stored weights are width 32
+    torch.save(ck, last)
+    out = tmp_path / "gen.parquet"
+    fails(sample_args(run, out, "--pt", 150), "last.pt", "key 'ema'", "does not match its config")
+    assert not out.exists()
+
+
 def _rewrite_test_split(hits: Path, fn) -> None:
     t = pq.read_table(hits / "test.parquet")
     pq.write_table(fn(t), hits / "test.parquet")

@@ -25,9 +25,31 @@ def files(tmp_path_factory, toyjets, h5writer):
 
 def test_cli_compare_side_by_side(files, tmp_path):
     out = tmp_path / "cmp"
-    args = ["compare", "--real", str(files / "real.h5"), str(files / "a.h5"), str(files / "b.h5"), "--labels",
-            "plain,ecal120", "--out", str(out), "--nn-eval", "20", "--nn-batches", "2", "--hit-jets", "40",
-            "--emd-pairs", "20", "--bootstrap", "5", "--classifier-seeds", "2", "--classifiers", "hl"]
+    args = [
+        "compare",
+        "--real",
+        str(files / "real.h5"),
+        str(files / "a.h5"),
+        str(files / "b.h5"),
+        "--labels",
+        "plain,ecal120",
+        "--out",
+        str(out),
+        "--nn-eval",
+        "20",
+        "--nn-batches",
+        "2",
+        "--hit-jets",
+        "40",
+        "--emd-pairs",
+        "20",
+        "--bootstrap",
+        "5",
+        "--classifier-seeds",
+        "2",
+        "--classifiers",
+        "hl",
+    ]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     res = json.loads((out / "compare.json").read_text())
@@ -56,8 +78,17 @@ def test_compare_value_equals_evaluate_for_deterministic_metrics(files, tmp_path
     """The same halves and subsets as ``evaluate``: W1 values of the first sample are identical."""
     from e2econd.evaluate.report import evaluate
 
-    opts = dict(nn_eval=10, nn_batches=2, emd_pairs=10, hit_jets=20, n_boot=2, classifiers=(), plots=False,
-                progress=False, seed=5)
+    opts = dict(
+        nn_eval=10,
+        nn_batches=2,
+        emd_pairs=10,
+        hit_jets=20,
+        n_boot=2,
+        classifiers=(),
+        plots=False,
+        progress=False,
+        seed=5,
+    )
     one = evaluate(files / "real.h5", files / "a.h5", tmp_path / "e", **opts)
     two = compare(files / "real.h5", [files / "a.h5", files / "b.h5"], tmp_path / "c", **opts)
     for name in ("w1_E_ecal", "w1_tau21", "w1_hit_dR_ecal", "w1_hcal_central"):

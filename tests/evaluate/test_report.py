@@ -16,11 +16,25 @@ from e2econd.evaluate.report import evaluate
 from e2econd.evaluate.scheme import HEADLINE
 
 FAST = dict(
-    emd_pairs=40, hit_jets=100, n_boot=10, classifier_seeds=2, nn_eval=30, nn_batches=3,
-    classifiers=("hl", "hits"), progress=False, plots=False,
+    emd_pairs=40,
+    hit_jets=100,
+    n_boot=10,
+    classifier_seeds=2,
+    nn_eval=30,
+    nn_batches=3,
+    classifiers=("hl", "hits"),
+    progress=False,
+    plots=False,
 )
 REQUIRED_HEADLINE = {
-    "auc_image", "auc_highlevel", "auc_hits", "cov_calo", "mmd_calo", "w1_tau21", "w1_tau32", "w1_mass",
+    "auc_image",
+    "auc_highlevel",
+    "auc_hits",
+    "cov_calo",
+    "mmd_calo",
+    "w1_tau21",
+    "w1_tau32",
+    "w1_mass",
     *(f"w1_core_energy_{c}" for c in ("tracks", "ecal", "hcal")),
     *(f"w1_energy_{c}" for c in ("tracks", "ecal", "hcal")),
 }
@@ -76,21 +90,56 @@ def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-CLI_FAST = ["--emd-pairs", "20", "--hit-jets", "40", "--bootstrap", "5", "--nn-eval", "20", "--nn-batches", "2",
-            "--classifier-seeds", "2", "--grid", "2", "--classifiers", "hl,hits"]
+CLI_FAST = [
+    "--emd-pairs",
+    "20",
+    "--hit-jets",
+    "40",
+    "--bootstrap",
+    "5",
+    "--nn-eval",
+    "20",
+    "--nn-batches",
+    "2",
+    "--classifier-seeds",
+    "2",
+    "--grid",
+    "2",
+    "--classifiers",
+    "hl,hits",
+]
 
 
 def test_cli_end_to_end(files, tmp_path):
     out = tmp_path / "report"
-    args = ["evaluate", "--real", files / "real.h5", "--generated", files / "gen.h5", "--out", out, "--json",
-            "--train", files / "real.h5", *CLI_FAST]
+    args = [
+        "evaluate",
+        "--real",
+        files / "real.h5",
+        "--generated",
+        files / "gen.h5",
+        "--out",
+        out,
+        "--json",
+        "--train",
+        files / "real.h5",
+        *CLI_FAST,
+    ]
     r = _cli(*args)
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert set(res["headline"]) >= REQUIRED_HEADLINE - {"auc_image"} and set(HEADLINE) >= set(res["headline"])
     assert {"metrics", "classifier_auc", "conditional", "samples", "timing_s", "provenance"} <= set(res)
-    assert {"fd_highlevel", "kd_highlevel", "emd_calo", "cov_ecal", "w1_hit_deta_tracks", "w1_frac_isolated_hcal",
-            "classifier_auc_hl", "classifier_auc_hits"} <= set(res["metrics"])
+    assert {
+        "fd_highlevel",
+        "kd_highlevel",
+        "emd_calo",
+        "cov_ecal",
+        "w1_hit_deta_tracks",
+        "w1_frac_isolated_hcal",
+        "classifier_auc_hl",
+        "classifier_auc_hits",
+    } <= set(res["metrics"])
     assert not {"fpd_hl", "kpd_hl"} & set(res["metrics"])
     # memorisation against the real file as "training" set: real test jets are copies of it -> ratio ~ 0 not flagged
     mem = res["memorisation"]
@@ -109,8 +158,9 @@ def test_nan_pixels_fail_with_one_line_error_and_no_output(files, tmp_path, toyj
     bad = toyjets.toy_jets(30, seed=1)
     bad["images"][17, 1, 60, 61] = np.nan
     h5writer(tmp_path / "nan.h5", bad["images"], bad["pt"], bad["m0"], bad["y"])
-    r = _cli("evaluate", "--real", files / "real.h5", "--generated", tmp_path / "nan.h5", "--out", tmp_path / "o",
-             *CLI_FAST)
+    r = _cli(
+        "evaluate", "--real", files / "real.h5", "--generated", tmp_path / "nan.h5", "--out", tmp_path / "o", *CLI_FAST
+    )
     assert r.exit_code == 2, r.output
     msg = r.output.strip()
     assert "\n" not in msg and "nan.h5" in msg and "X_jets" in msg and "row 17" in msg, msg

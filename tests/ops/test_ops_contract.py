@@ -135,6 +135,8 @@ def test_varlen_wiring_with_a_stand_in(monkeypatch, has_scale):
     assert calls[0][4] == (0.3 if has_scale else None)
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
     assert select_impl(q, "kernel") != "varlen"  # the switch forces the e2econd kernel
+    with reference_mode():  # reference_mode wins over varlen as over every kernel
+        assert select_impl(q) == select_impl(q, "varlen") == "reference"
 
 
 # ------------------------------------------------------------------------------------ diffusion step

@@ -54,10 +54,12 @@ def test_trained_samples_are_far_closer_to_the_toy_than_untrained(toy_run, loade
     run, untrained = loaded
     target = _features(toy_images(np.full(N, 150.0), np.full(N, y), seed=100 + y))
     trained, fresh = _generate(run, 150.0, y), _generate(untrained, 150.0, y)
-    for key in ("total", "loge", "deta"):
+    # measured (tools/report_learning_toy.py, docs/BENCHMARKS.md): trained / untrained = 0.04-0.22 for the
+    # jet energy, 0.08-0.10 per-hit log E, 0.03-0.08 per-hit Δη; a model that learns nothing gives 1
+    for key, bound in (("total", 0.4), ("loge", 0.25), ("deta", 0.25)):
         w_trained = wasserstein_distance(target[key], trained[key])
         w_fresh = wasserstein_distance(target[key], fresh[key])
-        assert w_trained < 0.25 * w_fresh, (key, w_trained, w_fresh)
+        assert w_trained < bound * w_fresh, (key, w_trained, w_fresh)
     # the learned multiplicity model: mean hit count within 10 % of the toy's
     assert abs(trained["n"].mean() / target["n"].mean() - 1) < 0.1
 

@@ -3,9 +3,11 @@
 Two classifiers separate sample 0 (real) from sample 1 (generated): an MLP on standardised
 high-level features (``classifier_auc``) and a Deep Sets network on the jets' hits
 (``hit_classifier_auc``: position, energy and channel of each hit), which also sees spatial
-structure that summary features average away. The data are split per seed into train (50 %),
-validation (20 %, early stopping on its loss) and held-out test (30 %); the test AUC is reported as
-mean ± std over several seeds. AUC 0.5 = indistinguishable (perfect generator); 1.0 = fully separable.
+structure that summary features average away. The CNN on the full image is in
+:mod:`e2econd.evaluate.image_classifier`. All share one training loop (:mod:`e2econd.evaluate.training`):
+per seed a stratified split into train (50 %), validation (20 %, early stopping on its loss) and held-out
+test (30 %); the test AUC is reported as mean ± std over several seeds. AUC 0.5 = indistinguishable
+(perfect generator); 1.0 = fully separable.
 """
 
 from __future__ import annotations

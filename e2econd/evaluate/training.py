@@ -73,7 +73,7 @@ def _scores(net, get, idx: np.ndarray, eval_batch: int):
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def _precise_bn(net, get, tr: np.ndarray, max_jets: int = 2048, batch: int = 256) -> None:
+def _precise_bn(net, get, tr: np.ndarray, max_jets: int = 1024, batch: int = 256) -> None:
     """Recompute BatchNorm running statistics as plain averages over (up to ``max_jets``) training jets
     with the current weights ("precise BN"), so evaluation-mode outputs match what was trained; the
     momentum-averaged statistics lag behind the weights and made validation losses erratic."""

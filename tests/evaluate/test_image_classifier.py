@@ -89,7 +89,7 @@ def test_null_and_gross_distortion(toyjets):
     A, B = toyjets.toy_jets(300, seed=32), toyjets.toy_jets(300, seed=33)
     ca, cb = ({k: J[k] for k in ("pt", "m0", "y")} for J in (A, B))
     sb = SparseImages.from_images(B["images"])
-    null = image_classifier_auc(A["images"], ca, sb, cb, seeds=(0, 1), threads=1, progress=False)
+    null = image_classifier_auc(A["images"], None, sb, None, seeds=(0, 1), threads=1, progress=False)
     assert abs(null["auc"] - 0.5) < 0.1, null
     assert len(null["per_seed"]) == 2 and len(null["epochs"]) == 2 and null["auc_err"] >= 0
     assert null["n_train"] == 300 and null["n_test"] == 180 and null["value"] == null["auc"]
@@ -99,3 +99,53 @@ def test_null_and_gross_distortion(toyjets):
     zs[:, 1][np.abs(zs[:, 1]) < 0.2] = 0.0
     alt = image_classifier_auc(zs, ca, sb, cb, seeds=(0,), threads=1, progress=False)
     assert alt["auc"] > 0.9, alt
+
+
+# ----------------------------------------------------------------------------- sensitivity (issue 13)
+N_SENS = 2000  # jets per side
+
+
+@pytest.fixture(scope="module")
+def sens(toyjets):
+    """Real halves A, B (2,000 toy jets each; B encoded once) and a runner: AUC of a sample against B."""
+    A, B = toyjets.toy_jets(N_SENS, seed=51), toyjets.toy_jets(N_SENS, seed=52)
+    sb = SparseImages.from_images(B["images"])
+
+    def auc(jets, images=None, **kw):
+        cond = {k: jets[k] for k in ("pt", "m0", "y")}
+        img = jets["images"] if images is None else images
+        return image_classifier_auc(sb, {k: B[k] for k in cond}, img, cond, threads=2, progress=False, **kw)
+
+    return {"A": A, "auc": auc, "floor": auc(A)}
+
+
+def _detects(value: dict, floor: dict) -> bool:
+    """value − floor > 3 standard errors (the seeds' standard deviations of value and floor)."""
+    return value["auc"] - floor["auc"] > 3.0 * np.hypot(value["auc_err"], floor["auc_err"])
+
+
+@pytest.mark.slow
+def test_sensitivity_floor(sens):
+    f = sens["floor"]
+    assert abs(f["auc"] - 0.5) < 0.04 and len(f["per_seed"]) == 3, f
+
+
+@pytest.mark.slow
+def test_sensitivity_ecal_scale(sens, toyjets):
+    v = sens["auc"](sens["A"], toyjets.scale_channel(sens["A"]["images"], 1, 1.05))
+    assert _detects(v, sens["floor"]), (v, sens["floor"])
+
+
+@pytest.mark.slow
+def test_sensitivity_core_move(sens, toyjets):
+    v = sens["auc"](sens["A"], toyjets.move_core_energy(sens["A"]["images"], 0.10, channel=1))
+    assert _detects(v, sens["floor"]), (v, sens["floor"])
+
+
+@pytest.mark.slow
+def test_sensitivity_conditions_and_collapse(sens, toyjets):
+    # strong effects: 1,000 training jets per seed are enough (validation and test parts stay full size)
+    shuffled = sens["auc"](toyjets.shuffle_conditions(sens["A"], seed=1), max_train=1000)
+    assert _detects(shuffled, sens["floor"]) and shuffled["n_train"] == 1000, (shuffled, sens["floor"])
+    collapsed = sens["auc"](toyjets.mode_collapse(sens["A"], k=10, seed=2), max_train=1000)
+    assert _detects(collapsed, sens["floor"]), (collapsed, sens["floor"])

@@ -1,4 +1,5 @@
-"""Training configuration: dataclasses, the ``cpu`` / ``gpu`` presets, validation, JSON load/save.
+"""Configuration: the training ``Config`` (dataclasses, the ``cpu`` / ``gpu`` presets, validation, JSON
+load/save, :func:`resolve_config`) and the sampling options :class:`SampleOptions`.
 
 A config has four sections (``model``, ``multiplicity``, ``train``, ``data``). A JSON file may
 give any subset of keys, optionally ``"preset": "cpu" | "gpu"`` as the starting point; the
@@ -156,6 +157,54 @@ def preset(name: str) -> Config:
     if name not in PRESETS:
         raise E2EInputError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})", key="preset")
     return PRESETS[name]()
+
+
+def default_preset(device: str | None = None, cuda_available: bool | None = None) -> str:
+    """The preset when none is named ("gpu preset when CUDA"): ``gpu`` when training runs on CUDA
+    (``device`` is cuda / cuda:N, or no device is given and CUDA is available), else ``cpu``."""
+    if str(device or "").startswith("cuda"):
+        return "gpu"
+    if device is not None and device != "auto":
+        return "cpu"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    return "gpu" if cuda_available else "cpu"
+
+
+def resolve_config(
+    preset_name: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    channels: str | list[str] | None = None,
+    device: str | None = None,
+    cuda_available: bool | None = None,
+    source: object = "options",
+) -> Config:
+    """The one config resolution of ``train`` and ``demo``: preset -> file -> options, validated.
+
+    ``preset_name`` None or "auto": :func:`default_preset` of ``device``; ``config_file`` (JSON) is
+    applied on top (or from its own ``"preset"``); then ``channels`` (parsed) and ``overrides``
+    ``{"section.key": value}`` (None values skipped). Bad values: one-line ``E2EInputError``.
+    """
+    if preset_name in (None, "auto"):
+        preset_name = default_preset(device, cuda_available)
+    cfg = preset(preset_name)
+    if config_file:
+        cfg = load(config_file, base=cfg)
+    if channels is not None:
+        cfg.data.channels = parse_channels(channels, source="--channels")
+    for dotted, val in (overrides or {}).items():
+        if val is None:
+            continue
+        sec, key = dotted.split(".")
+        section = getattr(cfg, sec, None)
+        if section is None or not hasattr(section, key):
+            raise E2EInputError("unknown option", path=source, key=dotted)
+        setattr(section, key, val)
+    return validate(cfg, source=source)
 
 
 def parse_channels(spec: str | list[str] | tuple[str, ...], *, source: object = None) -> list[str]:
@@ -336,6 +385,57 @@ def validate(cfg: Config, *, source: object = None) -> Config:
     if cfg.preset is not None and cfg.preset not in PRESETS:
         err("preset", f"unknown preset '{cfg.preset}'")
     return cfg
+
+
+# ----------------------------------------------------------------------------------- sampling
+@dataclass
+class SampleOptions:
+    """Everything that decides the jets ``e2econd sample`` generates (written into the output's provenance;
+    the click defaults of ``e2econd sample`` are these)."""
+
+    n: int | None = None
+    pt: float | None = None
+    mass: float | None = None
+    label: int | None = None
+    conditions_from: str | None = None
+    channels: list[str] | None = None  # output channels (default: all channels of the model)
+    sampler: str = "dpmpp2m"
+    steps: int | None = None
+    eta: float = 0.0  # DDIM stochasticity
+    guidance: float = 1.0  # classifier-free guidance: v = v_uncond + w (v_cond - v_uncond); 1 = none
+    seed: int = 0
+    batch_size: int = 256  # jets per model call
+    chunk_size: int = 4096  # jets per written chunk (bounded memory)
+    device: str | None = None
+    clip: float = 0.0  # clamp |x0_hat| in standardised units (0 = off)
+    collisions: str = "move"  # two hits of a jet on one cell: "move" to the nearest free cell, or "sum"
+    knn: int = 32  # neighbours for drawing missing conditions
+    cuda_graphs: bool | None = None  # CUDA: replay one captured network graph per step (None: on, unless
+    #                                  $E2ECOND_CUDA_GRAPHS=0); eager fallback if capture fails; ignored on CPU
+
+    def resolved_steps(self) -> int:
+        from e2econd.diffusion.samplers import DEFAULT_STEPS
+
+        return DEFAULT_STEPS[self.sampler] if self.steps is None else int(self.steps)
+
+    def validate(self) -> SampleOptions:
+        """The one check of the options (before any work): one-line ``E2EInputError`` naming the option."""
+        from e2econd.diffusion.samplers import check_sampler
+
+        if self.n is not None and self.n < 0:
+            raise E2EInputError(f"--n {self.n}: must be >= 0", key="n")
+        if self.guidance < 0 or not math.isfinite(self.guidance):
+            raise E2EInputError(f"--guidance {self.guidance}: must be a finite number >= 0", key="guidance")
+        if self.collisions not in ("move", "sum"):
+            raise E2EInputError(f"--collisions {self.collisions!r}: choose move or sum", key="collisions")
+        if self.batch_size < 1 or self.chunk_size < 1:
+            raise E2EInputError("--batch-size and the chunk size must be >= 1", key="batch_size")
+        if self.conditions_from is not None and any(v is not None for v in (self.pt, self.mass, self.label)):
+            raise E2EInputError("give either --conditions-from or fixed --pt/--mass/--label, not both",
+                                key="conditions")
+        check_sampler(self.sampler)
+        return self
+
 
 
 def save(cfg: Config, path: str | Path) -> None:

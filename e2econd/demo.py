@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import torch
 
 
 @dataclass
@@ -43,18 +42,19 @@ def _done(t0: float, what: str) -> None:
 
 def run_demo(opts: DemoOptions) -> dict:
     """Run (or resume) the whole pipeline; returns the evaluation metrics and the paths written."""
-    from e2econd.config import parse_channels, preset
+    from e2econd.config import SampleOptions, default_preset, resolve_config
     from e2econd.data.preprocess import preprocess
     from e2econd.evaluate.report import evaluate
     from e2econd.generate.make_data import make_data
     from e2econd.rundir import last_checkpoint, load_checkpoint
-    from e2econd.sample import SampleOptions, sample_to_file, summary_line
+    from e2econd.sample import sample_to_file, summary_line
     from e2econd.train import train
 
+    common = dict(sampler=opts.sampler, steps=opts.steps, seed=opts.seed, device=opts.device)
+    SampleOptions(n=opts.sample_n, pt=opts.sample_pt, **common).validate()  # before the work, not at stage 4
     work = Path(opts.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    cuda = torch.cuda.is_available() and (opts.device is None or str(opts.device).startswith("cuda"))
-    preset_name = ("gpu" if cuda else "cpu") if opts.preset == "auto" else opts.preset
+    preset_name = default_preset(opts.device) if opts.preset == "auto" else opts.preset
     timings = {}
 
     raw = work / "top.parquet"
@@ -77,11 +77,8 @@ def run_demo(opts: DemoOptions) -> dict:
 
     run = work / f"run_{preset_name}"
     t0 = _stage(f"3/5 train: preset '{preset_name}', channels {opts.channels}")
-    cfg = preset(preset_name)
-    cfg.data.channels = parse_channels(opts.channels, source="--channels")
-    cfg.train.seed = opts.seed
-    if opts.max_steps is not None:
-        cfg.train.max_steps = opts.max_steps
+    cfg = resolve_config(preset_name, channels=opts.channels,
+                         overrides={"train.seed": opts.seed, "train.max_steps": opts.max_steps})
     last = last_checkpoint(run)
     if last.exists():
         ck = load_checkpoint(last)  # a damaged checkpoint: one-line error naming it
@@ -98,7 +95,6 @@ def run_demo(opts: DemoOptions) -> dict:
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = _stage(f"4/5 sample: --pt {opts.sample_pt:g} and --conditions-from the test split")
-    common = dict(sampler=opts.sampler, steps=opts.steps, seed=opts.seed, device=opts.device)
     gen_pt = work / f"gen_pt{opts.sample_pt:g}.parquet"
     gen_test = work / "gen_test.parquet"
     if not gen_pt.exists():

@@ -125,6 +125,14 @@ def set_rng_state(st: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------- device
+def dist_env() -> tuple[int, int, int]:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) of this process under torchrun; (0, 1, 0) when run alone.
+    LOCAL_RANK defaults to RANK (one node)."""
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return rank, world, int(os.environ.get("LOCAL_RANK", str(rank)))
+
+
 def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
     """'auto'/None -> cuda:LOCAL_RANK if a GPU is visible, else cpu; refuses CUDA without a GPU."""
     if device in (None, "auto"):

@@ -32,43 +32,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from e2econd.config import SampleOptions
 from e2econd.data.geometry import CHANNELS
 from e2econd.diffusion.denoiser import guided_network
 from e2econd.diffusion.graphs import GraphDenoiser, graphs_enabled
-from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, make_plan, run_plan
+from e2econd.diffusion.samplers import make_plan, run_plan
 from e2econd.errors import E2EInputError, NonFiniteError
 from e2econd.ops.attention import check_packed_values
+from e2econd.rundir import checkpoint_path, dist_env, last_checkpoint, load_run, resolve_device
 from e2econd.utils import bar_disabled
 
 MAX_HITS_PER_JET = 4000  # safety cap on sampled multiplicities (real three-channel top jets: < 2,000)
-
-
-@dataclass
-class SampleOptions:
-    """Everything that decides the generated jets (written into the output's provenance)."""
-
-    n: int | None = None
-    pt: float | None = None
-    mass: float | None = None
-    label: int | None = None
-    conditions_from: str | None = None
-    channels: list[str] | None = None  # output channels (default: all channels of the model)
-    sampler: str = "dpmpp2m"
-    steps: int | None = None
-    eta: float = 0.0  # DDIM stochasticity
-    guidance: float = 1.0  # classifier-free guidance: v = v_uncond + w (v_cond - v_uncond); 1 = none
-    seed: int = 0
-    batch_size: int = 256  # jets per model call
-    chunk_size: int = 4096  # jets per written chunk (bounded memory)
-    device: str | None = None
-    clip: float = 0.0  # clamp |x0_hat| in standardised units (0 = off)
-    collisions: str = "move"  # two hits of a jet on one cell: "move" to the nearest free cell, or "sum"
-    knn: int = 32  # neighbours for drawing missing conditions
-    cuda_graphs: bool | None = None  # CUDA: replay one captured network graph per step (None: on, unless
-    #                                  $E2ECOND_CUDA_GRAPHS=0); eager fallback if capture fails; ignored on CPU
-
-    def resolved_steps(self) -> int:
-        return DEFAULT_STEPS[self.sampler] if self.steps is None else int(self.steps)
 
 
 @dataclass
@@ -168,7 +142,7 @@ def conditions_from(source: str | os.PathLike, n: int | None) -> tuple[np.ndarra
         t = pq.read_table(split, columns=["pt", "m0", "y"])
         pt, m0, y = (t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in ("pt", "m0", "y"))
     elif src.is_file():
-        from e2econd.data.e2e_io import iter_e2e
+        from e2econd.data.e2e_read import iter_e2e
 
         cols = [(c.pt, c.m0, c.y) for c in iter_e2e(src, 512)]
         pt, m0, y = (np.concatenate(v) if v else np.zeros(0) for v in zip(*cols)) if cols else (np.zeros(0),) * 3
@@ -194,11 +168,10 @@ class Generator:
     def __init__(self, run, opts: SampleOptions, rank: int = 0):
         self.run, self.opts, self.rank = run, opts, rank
         self.device = next(run.model.parameters()).device
-        if opts.sampler not in SAMPLERS:
-            raise E2EInputError(f"unknown sampler '{opts.sampler}' (choose from {', '.join(SAMPLERS)})",
-                                key="sampler")
         try:
             self.plan = make_plan(opts.sampler, opts.steps, eta=opts.eta, schedule=run.schedule)
+        except E2EInputError:  # unknown sampler (key 'sampler')
+            raise
         except ValueError as exc:
             raise E2EInputError(str(exc), key="steps") from None
         model_channels = [CHANNELS.index(c) for c in run.channels]
@@ -248,7 +221,8 @@ class Generator:
                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Images float32 (n, 3, 125, 125) for the conditions of one chunk (jets in the given order);
         ``on_batch(n_jets)`` is called after every model batch (progress)."""
-        from e2econd.data.hits import batch_hits_to_images, snap_batch
+        from e2econd.data.hits import batch_hits_to_images
+        from e2econd.data.snap import snap_batch
 
         opts, run = self.opts, self.run
         n = pt.size
@@ -327,11 +301,12 @@ def default_run_dir() -> str:
     env = os.environ.get("E2ECOND_RUN")
     if env:
         return env
-    runs = sorted(Path("demo").glob("run_*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime)
+    runs = sorted((p for p in Path("demo").glob("run_*") if last_checkpoint(p).exists()),
+                  key=lambda p: last_checkpoint(p).stat().st_mtime)
     if not runs:
         raise E2EInputError("no RUN_DIR given, $E2ECOND_RUN unset and no demo/run_* found (run `e2econd demo` "
                             "or `e2econd train` first)")
-    return str(runs[-1].parent.parent)
+    return str(runs[-1])
 
 
 def _shard_path(out: Path, rank: int, world: int) -> Path:
@@ -350,31 +325,18 @@ def sample_to_file(run_dir: str | os.PathLike, out: str | os.PathLike, opts: Sam
     """
     from tqdm import tqdm
 
-    from e2econd.data.e2e_io import E2EWriter
-    from e2econd.rundir import load_run, resolve_device
+    from e2econd.data.e2e_write import E2EWriter
     from e2econd.utils import provenance, write_json_atomic
 
     out = Path(out)
     if out.suffix.lower() not in (".parquet", ".pq", ".h5", ".hdf5"):
         raise E2EInputError("output must end in .parquet or .h5", path=out)
-    if opts.n is not None and opts.n < 0:
-        raise E2EInputError(f"--n {opts.n}: must be >= 0", key="n")
-    if opts.guidance < 0 or not math.isfinite(opts.guidance):
-        raise E2EInputError(f"--guidance {opts.guidance}: must be a finite number >= 0", key="guidance")
-    if opts.collisions not in ("move", "sum"):
-        raise E2EInputError(f"--collisions {opts.collisions!r}: choose move or sum", key="collisions")
-    if opts.batch_size < 1 or opts.chunk_size < 1:
-        raise E2EInputError("--batch-size and the chunk size must be >= 1", key="batch_size")
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    opts.validate()
+    rank, world, local_rank = dist_env()
     run_path = Path(run_dir)
-    if not (run_path / "checkpoints" / "last.pt").exists() and run_path.suffix != ".pt":
+    if not checkpoint_path(run_path).exists() and run_path.suffix != ".pt":
         raise E2EInputError("no checkpoint found (expected checkpoints/last.pt; train first)", path=run_path)
-    if opts.conditions_from is not None and any(v is not None for v in (opts.pt, opts.mass, opts.label)):
-        raise E2EInputError("give either --conditions-from or fixed --pt/--mass/--label, not both", key="conditions")
     device = resolve_device(opts.device, local_rank)
-    if opts.sampler not in SAMPLERS:
-        raise E2EInputError(f"unknown sampler '{opts.sampler}' (choose from {', '.join(SAMPLERS)})", key="sampler")
     run = load_run(run_path, device)
     if opts.conditions_from is not None:
         pt, m0, y = conditions_from(opts.conditions_from, opts.n)

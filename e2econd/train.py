@@ -58,6 +58,7 @@ from e2econd.rundir import (  # noqa: F401 - re-exported (the run directory's ow
     CHECKPOINT_FORMAT,
     LoadedRun,
     config_path,
+    dist_env,
     last_checkpoint,
     load_checkpoint,
     load_run,
@@ -110,13 +111,6 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         be.copy_(bm)
 
 
-def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    return rank, world, local
-
-
 # ---------------------------------------------------------------------------------- validation
 def _validation_loss(
     model, store, channel_ids, transforms, device, cfg: Config, schedule, autocast_dtype
@@ -160,7 +154,7 @@ class _Trainer:
 
     def __init__(self, data_dir: Path, out_dir: Path, cfg: Config, ck: dict | None, device, stop_at):
         self.out_dir, self.cfg, self.tr, self.stop_at = out_dir, cfg, cfg.train, stop_at
-        self.rank, self.world, local_rank = _dist_info()
+        self.rank, self.world, local_rank = dist_env()
         self.dev = resolve_device(device, local_rank)
         if cfg.train.threads and self.dev.type == "cpu":
             torch.set_num_threads(cfg.train.threads)

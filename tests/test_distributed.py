@@ -238,8 +238,8 @@ def test_torchrun_sample_shards_read_back_by_evaluate(hit_dir, tmp_path):
     for key in ("pt", "m0", "y"):  # conditions are drawn once and split over the ranks
         np.testing.assert_array_equal(np.concatenate([getattr(p, key) for p in parts]), getattr(single, key))
     out = _run([sys.executable, "-m", "e2econd", "evaluate", "--real", str(hit_dir), "--generated", str(manifest),
-                "--out", "report", "--json", "--no-plots", "--bootstrap", "2", "--classifier-seeds", "1",
-                "--emd-pairs", "10", "--no-progress"], tmp_path, timeout=600)
+                "--out", "report", "--json", "--no-plots", "--bootstrap", "2", "--classifiers", "",
+                "--emd-pairs", "10", "--nn-eval", "6", "--nn-batches", "2", "--no-progress"], tmp_path, timeout=600)
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["samples"]["generated"]["n_jets"] == 12, out[-2000:]
     assert metrics["samples"]["generated"]["paths"] == [str(s) for s in shards]

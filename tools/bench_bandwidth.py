@@ -23,7 +23,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from e2econd.ops.diffusion_step import ddim_coefficients, ddpm_coefficients, diffusion_step_  # noqa: E402
+from e2econd.diffusion.coefficients import ddim_coefficients, ddpm_coefficients  # noqa: E402
+from e2econd.ops.diffusion_step import diffusion_step_  # noqa: E402
 from tools.benchutil import last_level_cache_bytes, stream_bandwidth, time_fn  # noqa: E402
 
 

@@ -30,15 +30,9 @@ if str(ROOT) not in sys.path:  # run as a script: make `e2econd` and `tools.*` i
 
 import torch  # noqa: E402
 
+from e2econd.diffusion.coefficients import ddim_coefficients, ddpm_coefficients, dpmpp2m_coefficients  # noqa: E402
 from e2econd.ops import backend, use_extension  # noqa: E402
-from e2econd.ops.diffusion_step import (  # noqa: E402
-    ddim_coefficients,
-    ddpm_coefficients,
-    diffusion_step,
-    diffusion_step_,
-    diffusion_step_reference,
-    dpmpp2m_coefficients,
-)
+from e2econd.ops.diffusion_step import diffusion_step, diffusion_step_, diffusion_step_reference  # noqa: E402
 from tools.benchutil import (  # noqa: E402
     copy_bandwidth,
     dram_array_bytes,

@@ -65,8 +65,6 @@ def train(
     DATA_DIR defaults to demo/data (the hit directory `e2econd demo` makes), so that after
     `make demo` a plain `e2econd train --channels ecal` trains an ECAL model into runs/ecal.
     """
-    import torch
-
     from e2econd import config as C
     from e2econd.errors import E2EInputError
     from e2econd.train import train as run
@@ -92,22 +90,13 @@ def train(
             max_steps=max_steps,
         )
     else:
-        use_gpu = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
-        cfg = C.preset(preset or ("gpu" if use_gpu else "cpu"))
-        if config_file:
-            cfg = C.load(config_file, base=cfg)
-        if channels is not None:
-            cfg.data.channels = C.parse_channels(channels, source="--channels")
-        for sec, key, val in (
-            ("train", "max_steps", max_steps),
-            ("train", "batch_size", batch_size),
-            ("train", "lr", lr),
-            ("train", "time_limit_min", time_limit),
-            ("train", "seed", seed),
-        ):
-            if val is not None:
-                setattr(getattr(cfg, sec), key, val)
-        C.validate(cfg, source="options")
+        cfg = C.resolve_config(preset, config_file, {
+            "train.max_steps": max_steps,
+            "train.batch_size": batch_size,
+            "train.lr": lr,
+            "train.time_limit_min": time_limit,
+            "train.seed": seed,
+        }, channels=channels, device=device)
         summary = run(
             data_dir, out_dir, cfg, resume=False, device=device, progress=progress
         )

@@ -1,7 +1,7 @@
 """Hit-set directory -> E2E images (``e2econd export``): the inverse of ``preprocess``.
 
 Streams the split files (bounded memory), re-expands hits to 125x125 images (HCAL towers to 5x5
-blocks of E/25) and writes them with :class:`~e2econd.data.e2e_io.E2EWriter` (Parquet or HDF5 by
+blocks of E/25) and writes them with :class:`~e2econd.data.e2e_write.E2EWriter` (Parquet or HDF5 by
 suffix), so the round trip can be checked from outside with any E2E reader.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from e2econd.data.e2e_io import E2EWriter
+from e2econd.data.e2e_write import E2EWriter
 from e2econd.data.hits import batch_hits_to_images
 from e2econd.data.hitstore import SPLITS, _split_list, check_data_dir, iter_split
 from e2econd.utils import bar_disabled

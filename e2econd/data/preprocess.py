@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from e2econd._version import __version__
-from e2econd.data.e2e_io import open_e2e
+from e2econd.data.e2e_read import open_e2e
 from e2econd.data.geometry import CHANNELS
 from e2econd.data.hits import NEGATIVES, images_to_hits
 from e2econd.data.hitstore import SPLITS, hit_schema, hits_to_table
@@ -286,6 +286,95 @@ def _results(tasks: list[dict], workers: int):
             yield res
 
 
+def _check_options(inputs, out: Path, threshold, negatives, max_hits, split, workers, chunk_size, overwrite):
+    """Validate the options before any work (one-line ``E2EInputError``); returns the split fractions."""
+    if not inputs:
+        raise E2EInputError("no input files given")
+    if not (np.isfinite(threshold) and threshold >= 0):
+        raise E2EInputError(f"--threshold {threshold}: must be a finite number >= 0 GeV")
+    if negatives not in NEGATIVES:
+        raise E2EInputError(f"--negatives {negatives!r}: choose keep or drop")
+    if max_hits is not None and int(max_hits) < 1:
+        raise E2EInputError(f"--max-hits {max_hits}: must be >= 1")
+    fractions = parse_split(split)
+    if workers < 1 or chunk_size < 1:
+        raise E2EInputError("--workers and --chunk-size must be >= 1")
+    if out.exists() and not overwrite:
+        raise E2EInputError("output directory exists (use --overwrite)", path=out)
+    if out.exists() and not out.is_dir():
+        raise E2EInputError("output path exists and is not a directory", path=out)
+    return fractions
+
+
+def _make_tasks(infos, options: dict, chunk_size: int) -> tuple[list[dict], int]:
+    """Worker tasks (one per chunk of rows of one input, jet ids global over the inputs) and the jet total."""
+    tasks = []
+    base = 0
+    for k, info in enumerate(infos):
+        for start, stop in plan_tasks(info, chunk_size):
+            tasks.append(
+                {
+                    "path": str(info.path),
+                    "source": k,
+                    "sha256": info.sha256,
+                    "jet_id_base": base,
+                    "start": start,
+                    "stop": stop,
+                    "options": options,
+                }
+            )
+        base += info.n_jets
+    return tasks, base
+
+
+def _write_splits(tmp: Path, schema, tasks, workers, n_total, progress, stats, fitter) -> None:
+    """Pass 1: run the tasks, write ``{train,val,test}.parquet`` under ``tmp``, merge stats and fitter."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    jet_cols = [n for n in schema.names if not n.startswith(tuple(f"{c}_" for c in CHANNELS))]
+    writers = {
+        s: pq.ParquetWriter(
+            str(tmp / f"{s}.parquet"), schema, compression="zstd", use_dictionary=False, write_statistics=jet_cols
+        )
+        for s in SPLITS
+    }
+    buffers: dict[str, list] = {s: [] for s in SPLITS}
+
+    def flush(name: str, at_least: int) -> None:
+        # one row group per ~ROW_GROUP jets: fewer, larger groups write and load faster
+        if buffers[name] and sum(t.num_rows for t in buffers[name]) >= at_least:
+            table = pa.concat_tables(buffers[name]).replace_schema_metadata(schema.metadata)
+            writers[name].write_table(table, row_group_size=table.num_rows)
+            buffers[name] = []
+
+    try:
+        with tqdm(total=n_total, unit="jet", desc="preprocess", disable=bar_disabled(progress), smoothing=0.1) as bar:
+            for res in _results(tasks, workers):
+                for name, table in res["tables"].items():
+                    buffers[name].append(table)
+                    flush(name, ROW_GROUP)
+                fitter.merge(res["fitter"])
+                _merge_stats(stats, res["stats"])
+                bar.update(res["n"])
+        for name in SPLITS:
+            flush(name, 1)
+    finally:
+        for w in writers.values():
+            w.close()
+
+
+def _fit_energy(tmp: Path, fitter) -> None:
+    """Pass 2: asinh-energy moments on the train split's hits."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(str(tmp / "train.parquet"))
+    for batch in pf.iter_batches(batch_size=4096, columns=[f"{c}_e" for c in CHANNELS]):
+        for c, name in enumerate(CHANNELS):
+            fitter.update_energy(c, batch.column(f"{name}_e").flatten().to_numpy())
+
+
 def preprocess(
     inputs: Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -305,27 +394,8 @@ def preprocess(
     threshold: keep pixels with |E| > threshold GeV (0 = lossless); negatives: "keep" or "drop"
     (drop E < 0); max_hits: keep the N most energetic hits per jet and channel (None = all).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from tqdm import tqdm
-
-    if not inputs:
-        raise E2EInputError("no input files given")
-    if not (np.isfinite(threshold) and threshold >= 0):
-        raise E2EInputError(f"--threshold {threshold}: must be a finite number >= 0 GeV")
-    if negatives not in NEGATIVES:
-        raise E2EInputError(f"--negatives {negatives!r}: choose keep or drop")
-    if max_hits is not None and int(max_hits) < 1:
-        raise E2EInputError(f"--max-hits {max_hits}: must be >= 1")
-    fractions = parse_split(split)
-    if workers < 1 or chunk_size < 1:
-        raise E2EInputError("--workers and --chunk-size must be >= 1")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise E2EInputError("output directory exists (use --overwrite)", path=out)
-    if out.exists() and not out.is_dir():
-        raise E2EInputError("output path exists and is not a directory", path=out)
-
+    fractions = _check_options(inputs, out, threshold, negatives, max_hits, split, workers, chunk_size, overwrite)
     infos = [inspect_input(p) for p in inputs]
     options = {
         "threshold": float(threshold),
@@ -336,76 +406,19 @@ def preprocess(
         "chunk_size": int(chunk_size),
     }
     config = {**options, "workers": int(workers), "inputs": [str(i.path) for i in infos], "out": str(out)}
-    tasks = []
-    base = 0
-    for k, info in enumerate(infos):
-        for start, stop in plan_tasks(info, chunk_size):
-            tasks.append(
-                {
-                    "path": str(info.path),
-                    "source": k,
-                    "sha256": info.sha256,
-                    "jet_id_base": base,
-                    "start": start,
-                    "stop": stop,
-                    "options": options,
-                }
-            )
-        base += info.n_jets
-    n_total = base
-
+    tasks, n_total = _make_tasks(infos, options, chunk_size)
     stats = _new_stats()
     fitter = TransformFitter()
-    meta = {"e2econd": provenance_json(config)}
-    schema = hit_schema(meta)
+    schema = hit_schema({"e2econd": provenance_json(config)})
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        jet_cols = [n for n in schema.names if not n.startswith(tuple(f"{c}_" for c in CHANNELS))]
-        writers = {
-            s: pq.ParquetWriter(
-                str(tmp / f"{s}.parquet"), schema, compression="zstd", use_dictionary=False, write_statistics=jet_cols
-            )
-            for s in SPLITS
-        }
-        buffers: dict[str, list] = {s: [] for s in SPLITS}
-
-        def flush(name: str, at_least: int) -> None:
-            # one row group per ~ROW_GROUP jets: fewer, larger groups write and load faster
-            if buffers[name] and sum(t.num_rows for t in buffers[name]) >= at_least:
-                table = pa.concat_tables(buffers[name]).replace_schema_metadata(schema.metadata)
-                writers[name].write_table(table, row_group_size=table.num_rows)
-                buffers[name] = []
-
-        try:
-            with tqdm(
-                total=n_total,
-                unit="jet",
-                desc="preprocess",
-                disable=bar_disabled(progress),
-                smoothing=0.1,
-            ) as bar:
-                for res in _results(tasks, workers):
-                    for name, table in res["tables"].items():
-                        buffers[name].append(table)
-                        flush(name, ROW_GROUP)
-                    fitter.merge(res["fitter"])
-                    _merge_stats(stats, res["stats"])
-                    bar.update(res["n"])
-            for name in SPLITS:
-                flush(name, 1)
-        finally:
-            for w in writers.values():
-                w.close()
+        _write_splits(tmp, schema, tasks, workers, n_total, progress, stats, fitter)
         if stats["splits"]["train"] == 0:
             raise E2EInputError(
                 f"train split is empty ({n_total} jets, --split {','.join(map(str, fractions))}): "
                 "cannot fit transforms",
                 path=out,
             )
-        # pass 2: asinh-energy moments on the train split's hits
-        pf = pq.ParquetFile(str(tmp / "train.parquet"))
-        for batch in pf.iter_batches(batch_size=4096, columns=[f"{c}_e" for c in CHANNELS]):
-            for c, name in enumerate(CHANNELS):
-                fitter.update_energy(c, batch.column(f"{name}_e").flatten().to_numpy())
+        _fit_energy(tmp, fitter)
         transforms = fitter.result()
         transforms.fit.update({"split": "train", "seed": int(seed)})
         transforms.save(tmp / "transforms.json", config)

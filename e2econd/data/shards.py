@@ -7,7 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from e2econd.data.e2e_io import _short, count_jets
+from e2econd.data.e2e_format import _short
+from e2econd.data.e2e_read import count_jets
 from e2econd.errors import E2EInputError
 
 MANIFEST_SUFFIX = ".manifest.json"

@@ -1,1 +1,2 @@
-"""Diffusion process: the continuous-time cosine schedule and the samplers."""
+"""Diffusion process: the cosine schedule, the samplers' update coefficients and plans, and the
+network evaluation inside the sampler loop (guidance, CUDA graphs)."""

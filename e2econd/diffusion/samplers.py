@@ -7,7 +7,7 @@ Every sampler is a *plan*: a list of model-evaluation times t_i and the six coef
     x_next = c_x * x + c_0 * x0_hat + c_p * x0_prev + c_n * z,   z ~ N(0, 1) (Philox, in-kernel)
 
 so one generic kernel runs DDPM ancestral sampling, DDIM (any eta) and DPM-Solver++(2M). The
-coefficients (formulas in ``e2econd.ops.diffusion_step``) are computed once per plan in float64
+coefficients (formulas in ``e2econd.diffusion.coefficients``) are computed once per plan in float64
 on the host; the loop does no host work.
 
 - ``ddpm``: ancestral sampling over the discrete grid t_i = i/T (the thesis's Algorithm 2,
@@ -25,11 +25,19 @@ from dataclasses import dataclass
 
 import torch
 
+from e2econd.diffusion.coefficients import ddim_coefficients, ddpm_coefficients, dpmpp2m_coefficients
 from e2econd.diffusion.schedule import CosineSchedule
-from e2econd.ops.diffusion_step import ddim_coefficients, ddpm_coefficients, dpmpp2m_coefficients
+from e2econd.errors import E2EInputError
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp2m")
 DEFAULT_STEPS = {"ddpm": 512, "ddim": 64, "dpmpp2m": 24}
+
+
+def check_sampler(name: str) -> str:
+    """The one validator of a sampler name: returns it, or raises ``E2EInputError`` (key 'sampler')."""
+    if name not in SAMPLERS:
+        raise E2EInputError(f"unknown sampler '{name}' (choose from {', '.join(SAMPLERS)})", key="sampler")
+    return name
 
 
 @dataclass(frozen=True)
@@ -118,8 +126,7 @@ def make_plan(name: str, steps: int | None = None, eta: float = 0.0,
               schedule: CosineSchedule | None = None) -> SamplerPlan:
     """The plan of sampler ``name`` ('ddpm', 'ddim', 'dpmpp2m') with ``steps`` model evaluations."""
     schedule = schedule or CosineSchedule()
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler '{name}' (choose from {', '.join(SAMPLERS)})")
+    check_sampler(name)
     steps = DEFAULT_STEPS[name] if steps is None else int(steps)
     if name == "ddpm":
         return ddpm_plan(schedule, steps)

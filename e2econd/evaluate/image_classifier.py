@@ -33,7 +33,7 @@ RING_EDGES = (0.05, 0.1, 0.2, 0.4)
 #: the head: it resolves the readout's small and negative values, where an energy scale shows first
 SPECTRUM_EDGES = (-0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 #: default cap on training jets per seed (both samples together), to keep to the time budget
-MAX_TRAIN = 6000
+MAX_TRAIN = 4000
 
 
 def log_scale(images) -> np.ndarray:
@@ -258,10 +258,11 @@ def build_cnn(n_jet: int, width: int = 8):
                     p.requires_grad_(k == 1)
 
         def forward(self, x, jet):
+            """``x``: image batch, or a callable returning it (not called in stage 0: no image needed)."""
             out = self.jet_head(jet)
             if self.stage == 0:
                 return out
-            h = self.features(x).flatten(2)  # (B, 4w, 49)
+            h = self.features(x() if callable(x) else x).flatten(2)  # (B, 4w, 49)
             pooled = torch.cat([(h @ self.rings).flatten(1), h.amax(2)], dim=1)
             return out + self.image_head(torch.cat([pooled, jet], dim=1))
 
@@ -316,7 +317,7 @@ def image_classifier_auc(
     def prepare(tr):
         mu, sd = C[tr].mean(0), C[tr].std(0)
         cs = torch.as_tensor((C - mu) / np.where(sd > 0, sd, 1.0), dtype=torch.float32)
-        return lambda idx: (data.dense(idx), cs[torch.as_tensor(idx)])
+        return lambda idx: ((lambda: data.dense(idx)), cs[torch.as_tensor(idx)])
 
     bar = tqdm(total=len(seeds), desc="image classifier", unit="seed", disable=bar_disabled(progress), leave=False)
 

@@ -80,8 +80,8 @@ def _precise_bn(net, get, tr: np.ndarray, max_jets: int = 1024, batch: int = 256
     import torch
 
     bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
+    if not bns or not any(p.requires_grad for m in bns for p in m.parameters()):
+        return  # no BatchNorm, or a frozen one (a stage that does not train it)
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average

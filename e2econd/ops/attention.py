@@ -42,8 +42,7 @@ import os
 
 import torch
 
-from e2econd.ops import _extension
-from e2econd.ops._extension import LOADED, use_extension
+from e2econd.ops._dispatch import forced_reference, kernel_ok, register_autograd, register_fake
 
 __all__ = [
     "IMPLS",
@@ -222,74 +221,69 @@ def packed_attention_reference(
 # --------------------------------------------------------------------------------------------
 # Compiled kernels: fake kernels and autograd (registered only when the extension is loaded)
 # --------------------------------------------------------------------------------------------
-def _registered(name: str) -> bool:
-    return LOADED and hasattr(torch.ops.e2econd, name)
+@register_fake("masked_attention_fwd")
+def _masked_fwd_fake(q, k, v, lengths, scale):
+    B, H, N, D = q.shape
+    return q.new_empty((B, H, N, D)), q.new_empty((B, H, N), dtype=_acc_dtype(q.dtype))
 
 
-if _registered("masked_attention_fwd"):
-
-    @torch.library.register_fake("e2econd::masked_attention_fwd")
-    def _masked_fwd_fake(q, k, v, lengths, scale):
-        B, H, N, D = q.shape
-        return q.new_empty((B, H, N, D)), q.new_empty((B, H, N), dtype=_acc_dtype(q.dtype))
-
-    @torch.library.register_fake("e2econd::masked_attention_bwd")
-    def _masked_bwd_fake(grad_out, q, k, v, out, lse, lengths, scale):
-        return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
-
-    @torch.library.register_fake("e2econd::packed_attention_fwd")
-    def _packed_fwd_fake(q, k, v, cu_seqlens, max_seqlen, scale):
-        total, H, D = q.shape
-        return q.new_empty((total, H, D)), q.new_empty((H, total), dtype=_acc_dtype(q.dtype))
-
-    @torch.library.register_fake("e2econd::packed_attention_bwd")
-    def _packed_bwd_fake(grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
-        return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
-
-    def _masked_setup(ctx, inputs, output):
-        q, k, v, lengths, scale = inputs
-        out, lse = output
-        ctx.save_for_backward(q, k, v, out, lse, lengths)
-        ctx.scale = scale
-
-    def _masked_backward(ctx, grad_out, grad_lse):
-        # grad_lse is ignored: lse is an auxiliary output kept for the backward pass only.
-        q, k, v, out, lse, lengths = ctx.saved_tensors
-        dq, dk, dv = torch.ops.e2econd.masked_attention_bwd(grad_out, q, k, v, out, lse, lengths, ctx.scale)
-        return dq, dk, dv, None, None
-
-    def _packed_setup(ctx, inputs, output):
-        q, k, v, cu_seqlens, max_seqlen, scale = inputs
-        out, lse = output
-        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens)
-        ctx.max_seqlen = max_seqlen
-        ctx.scale = scale
-
-    def _packed_backward(ctx, grad_out, grad_lse):
-        q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
-        dq, dk, dv = torch.ops.e2econd.packed_attention_bwd(
-            grad_out, q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, ctx.scale)
-        return dq, dk, dv, None, None, None
-
-    torch.library.register_autograd(
-        "e2econd::masked_attention_fwd", _masked_backward, setup_context=_masked_setup)
-    torch.library.register_autograd(
-        "e2econd::packed_attention_fwd", _packed_backward, setup_context=_packed_setup)
+@register_fake("masked_attention_bwd")
+def _masked_bwd_fake(grad_out, q, k, v, out, lse, lengths, scale):
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
 
-@torch.compiler.assume_constant_result
-def _kernel_ok_static(op: str, device_type: str, dtype: torch.dtype, head_dim: int) -> bool:
-    # Evaluated eagerly even under torch.compile (the dispatcher query is not traceable);
-    # the answer is constant for a given op, device type, dtype and head dim.
-    if not use_extension(op, torch.device(device_type)):
-        return False
-    if device_type == "cuda":
-        return dtype in _CUDA_DTYPES and head_dim <= _CUDA_MAX_D
-    return dtype in _CPU_DTYPES
+@register_fake("packed_attention_fwd")
+def _packed_fwd_fake(q, k, v, cu_seqlens, max_seqlen, scale):
+    total, H, D = q.shape
+    return q.new_empty((total, H, D)), q.new_empty((H, total), dtype=_acc_dtype(q.dtype))
+
+
+@register_fake("packed_attention_bwd")
+def _packed_bwd_fake(grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+
+def _masked_setup(ctx, inputs, output):
+    q, k, v, lengths, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, lengths)
+    ctx.scale = scale
+
+
+def _masked_backward(ctx, grad_out, grad_lse):
+    # grad_lse is ignored: lse is an auxiliary output kept for the backward pass only.
+    q, k, v, out, lse, lengths = ctx.saved_tensors
+    dq, dk, dv = torch.ops.e2econd.masked_attention_bwd(grad_out, q, k, v, out, lse, lengths, ctx.scale)
+    return dq, dk, dv, None, None
+
+
+def _packed_setup(ctx, inputs, output):
+    q, k, v, cu_seqlens, max_seqlen, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, cu_seqlens)
+    ctx.max_seqlen = max_seqlen
+    ctx.scale = scale
+
+
+def _packed_backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
+    dq, dk, dv = torch.ops.e2econd.packed_attention_bwd(
+        grad_out, q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, ctx.scale)
+    return dq, dk, dv, None, None, None
+
+
+register_autograd("masked_attention_fwd", _masked_backward, _masked_setup)
+register_autograd("packed_attention_fwd", _packed_backward, _packed_setup)
+
+
+#: storage dtypes the compiled kernels take per device type (CUDA also needs D <= _CUDA_MAX_D)
+_KERNEL_DTYPES = {"cpu": _CPU_DTYPES, "cuda": _CUDA_DTYPES}
 
 
 def _kernel_ok(op: str, q: torch.Tensor) -> bool:
-    return _kernel_ok_static(op, q.device.type, q.dtype, int(q.shape[-1]))
+    if q.device.type == "cuda" and int(q.shape[-1]) > _CUDA_MAX_D:
+        return False
+    return kernel_ok(op, q, _KERNEL_DTYPES)
 
 
 def varlen_available() -> bool:
@@ -308,19 +302,13 @@ def _impl_from_env() -> str:
     return os.environ.get("E2ECOND_ATTENTION", "auto").strip().lower() or "auto"
 
 
-@torch.compiler.assume_constant_result
-def _forced_reference() -> bool:
-    """Inside ``e2econd.ops.reference_mode()``: every path, varlen too, is the reference."""
-    return bool(getattr(_extension, "_forced_reference", lambda: False)())
-
-
 def select_impl(q: torch.Tensor, impl: str | None = None) -> str:
     """The path ``packed_attention`` takes for q: 'varlen', 'kernel' or 'reference' (see module doc)."""
     want = impl if impl is not None else _impl_from_env()
     if want not in IMPLS:
         raise ValueError(f"packed_attention: unknown impl {want!r} (E2ECOND_ATTENTION or impl=; "
                          f"choose from {', '.join(IMPLS)})")
-    if _forced_reference():
+    if forced_reference():
         return "reference"
     if want in ("auto", "varlen") and _varlen_ok(q):
         return "varlen"

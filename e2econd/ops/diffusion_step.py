@@ -24,17 +24,8 @@ fp32 arithmetic); ``v``, ``x0_prev`` and ``noise`` have x's shape and dtype.
 Returns ``(out, x̂0)``; ``x̂0`` is an empty tensor unless ``return_x0=True`` (DPM-Solver++(2M)
 feeds it back as the next step's ``x0_prev``). ``diffusion_step_`` writes ``out`` into ``x``.
 
-Coefficients of the samplers (variance-preserving, ``x_t = α_t x0 + σ_t ε``, ``v = α_t ε − σ_t x0``,
-step from time t to s < t; helpers below build them, per sample when given (B,) tensors):
-
-- DDPM ancestral (thesis Algorithm 2): ``α_{t|s} = α_t/α_s``, ``σ²_{t|s} = σ_t² − α_{t|s}² σ_s²``;
-  ``c_x = α_{t|s} σ_s²/σ_t²``, ``c_0 = α_s σ²_{t|s}/σ_t²``, ``c_p = 0``,
-  ``c_n = σ_{t|s} σ_s/σ_t`` (0 at the last step).
-- DDIM(η): ``σ_η = η (σ_s/σ_t) sqrt(1 − α_t²/α_s²)``, ``d = sqrt(σ_s² − σ_η²)``;
-  ``c_x = d/σ_t``, ``c_0 = α_s − d α_t/σ_t``, ``c_p = 0``, ``c_n = σ_η`` (η = 0: deterministic).
-- DPM-Solver++(2M) (Lu et al. 2022, data prediction): ``λ = log(α/σ)``, ``h = λ_s − λ_t``,
-  ``φ = −α_s (e^{−h} − 1)``; first step ``c_x = σ_s/σ_t``, ``c_0 = φ``, ``c_p = 0``; later steps with
-  ``r = h_prev/h``: ``c_0 = φ (1 + 1/(2r))``, ``c_p = −φ/(2r)``; ``c_n = 0``.
+Samplers build ``coef`` in :mod:`e2econd.diffusion.coefficients` (DDPM ancestral, DDIM(η),
+DPM-Solver++(2M)); this module is the op only: kernel dispatch, reference, fakes.
 """
 
 from __future__ import annotations
@@ -43,16 +34,13 @@ import math
 
 import torch
 
-from e2econd.ops._extension import LOADED, has_kernel, use_extension
+from e2econd.ops._dispatch import kernel_ok, register_fake
 from e2econd.ops.philox import philox_normal
 
 __all__ = [
     "diffusion_step",
     "diffusion_step_",
     "diffusion_step_reference",
-    "ddpm_coefficients",
-    "ddim_coefficients",
-    "dpmpp2m_coefficients",
 ]
 
 
@@ -138,22 +126,13 @@ def diffusion_step_reference(
 
 
 # ---------------------------------------------------------------------------------------- wrappers
-_OPS = ("diffusion_step", "diffusion_step_")
-_HAS = {dev: {op: has_kernel(op, dev) for op in _OPS} for dev in ("cpu", "cuda")}
-
-
 #: storage dtypes the compiled kernels take per device type; others run the reference
 _KERNEL_DTYPES = {"cpu": (torch.float32,), "cuda": (torch.float32, torch.bfloat16)}
 
 
 def _ext(op: str, x: torch.Tensor) -> bool:
     """Whether ``op`` on x goes to the compiled kernel (device *and* dtype supported)."""
-    device = x.device
-    if x.dtype not in _KERNEL_DTYPES.get(device.type, ()):
-        return False
-    if torch.compiler.is_compiling():  # traced: decide from the (static) registration table
-        return _HAS.get(device.type, {}).get(op, False)
-    return use_extension(op, device)
+    return kernel_ok(op, x, _KERNEL_DTYPES)
 
 
 def _prep(x, v, coef, mask, x0_prev, noise):
@@ -207,59 +186,13 @@ def diffusion_step_(
 
 
 # ----------------------------------------------------------------------------------- fake kernels
-if LOADED:
-
-    @torch.library.register_fake("e2econd::diffusion_step")
-    def _diffusion_step_fake(x, v, coef, mask, x0_prev, noise, clip, seed, offset, return_x0):
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        x0 = torch.empty(x.shape if return_x0 else (0,), dtype=x.dtype, device=x.device)
-        return out, x0
-
-    @torch.library.register_fake("e2econd::diffusion_step_")
-    def _diffusion_step_inplace_fake(x, v, coef, mask, x0_prev, noise, clip, seed, offset):
-        return None
+@register_fake("diffusion_step")
+def _diffusion_step_fake(x, v, coef, mask, x0_prev, noise, clip, seed, offset, return_x0):
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    x0 = torch.empty(x.shape if return_x0 else (0,), dtype=x.dtype, device=x.device)
+    return out, x0
 
 
-# ---------------------------------------------------------------------------- sampler coefficients
-def _t(a) -> torch.Tensor:
-    return torch.as_tensor(a, dtype=torch.float64)
-
-
-def _stack(alpha_t, sigma_t, cx, c0, cp, cn) -> torch.Tensor:
-    cols = torch.broadcast_tensors(*(_t(c) for c in (alpha_t, sigma_t, cx, c0, cp, cn)))
-    return torch.stack(cols, dim=-1).to(torch.float32)
-
-
-def ddpm_coefficients(alpha_t, sigma_t, alpha_s, sigma_s) -> torch.Tensor:
-    """DDPM ancestral step t -> s (s < t; α_s = 1, σ_s = 0 at the end): coef (..., 6) fp32."""
-    at, st, as_, ss = map(_t, (alpha_t, sigma_t, alpha_s, sigma_s))
-    a_ts = at / as_
-    var_ts = st**2 - a_ts**2 * ss**2
-    cx = a_ts * ss**2 / st**2
-    c0 = as_ * var_ts / st**2
-    cn = torch.sqrt(torch.clamp(var_ts, min=0)) * ss / st
-    return _stack(at, st, cx, c0, torch.zeros_like(cx), cn)
-
-
-def ddim_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, eta: float = 0.0) -> torch.Tensor:
-    """DDIM(η) step t -> s: coef (..., 6) fp32; η = 0 deterministic, η = 1 matches DDPM's variance."""
-    at, st, as_, ss = map(_t, (alpha_t, sigma_t, alpha_s, sigma_s))
-    sig_eta = eta * (ss / st) * torch.sqrt(torch.clamp(1 - at**2 / as_**2, min=0))
-    d = torch.sqrt(torch.clamp(ss**2 - sig_eta**2, min=0))
-    return _stack(at, st, d / st, as_ - d * at / st, torch.zeros_like(d), sig_eta)
-
-
-def dpmpp2m_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, h_prev=None) -> torch.Tensor:
-    """DPM-Solver++(2M) step t -> s (σ_s > 0); ``h_prev`` = previous step's λ increment (None: 1st order).
-
-    Pass the previous step's x̂0 as ``x0_prev`` (c_p multiplies it).
-    """
-    at, st, as_, ss = map(_t, (alpha_t, sigma_t, alpha_s, sigma_s))
-    h = torch.log(as_ / ss) - torch.log(at / st)
-    phi = -as_ * torch.expm1(-h)
-    if h_prev is None:
-        c0, cp = phi, torch.zeros_like(phi)
-    else:
-        r = _t(h_prev) / h
-        c0, cp = phi * (1 + 1 / (2 * r)), -phi / (2 * r)
-    return _stack(at, st, ss / st, c0, cp, torch.zeros_like(phi))
+@register_fake("diffusion_step_")
+def _diffusion_step_inplace_fake(x, v, coef, mask, x0_prev, noise, clip, seed, offset):
+    return None

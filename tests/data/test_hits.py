@@ -14,9 +14,8 @@ from e2econd.data.hits import (
     hits_to_image,
     image_to_hits,
     images_to_hits,
-    snap,
-    snap_batch,
 )
+from e2econd.data.snap import snap, snap_batch
 
 
 def synthetic_images(n: int, seed: int = 0) -> np.ndarray:
@@ -230,7 +229,7 @@ def test_snap_batch_matches_per_jet():
 
 def test_snap_move_gives_every_hit_its_own_cell():
     from e2econd.data.geometry import PIXEL
-    from e2econd.data.hits import snap_batch
+    from e2econd.data.snap import snap_batch
 
     # jet 0: two hits on crystal (62, 62); the weaker one sits slightly towards +phi -> moves to (62, 63)
     deta = np.array([0.0, 0.0, 0.3 * PIXEL])
@@ -251,7 +250,7 @@ def test_snap_move_gives_every_hit_its_own_cell():
 @pytest.mark.parametrize("channel", [0, 1, 2])
 def test_snap_move_preserves_hits_and_energy(channel):
     from e2econd.data.geometry import PIXEL
-    from e2econd.data.hits import snap_batch
+    from e2econd.data.snap import snap_batch
 
     rng = np.random.default_rng(channel)
     n_jets, per_jet = 5, 300

@@ -7,8 +7,17 @@ import math
 import pytest
 import torch
 
-from e2econd.diffusion.samplers import SAMPLERS, ddim_plan, ddpm_plan, dpmpp2m_plan, make_plan, run_plan
+from e2econd.diffusion.samplers import (
+    SAMPLERS,
+    check_sampler,
+    ddim_plan,
+    ddpm_plan,
+    dpmpp2m_plan,
+    make_plan,
+    run_plan,
+)
 from e2econd.diffusion.schedule import CosineSchedule
+from e2econd.errors import E2EInputError
 
 SCHED = CosineSchedule()
 pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: 2 threads only add contention on a shared box
@@ -93,3 +102,15 @@ def test_plan_validation():
     with pytest.raises(ValueError, match="steps"):
         make_plan("ddim", 0)
     assert set(SAMPLERS) == {"ddpm", "ddim", "dpmpp2m"}
+
+
+def test_one_sampler_validator():
+    """make_plan, `e2econd sample` and the demo all go through check_sampler: one message, key 'sampler'."""
+    for name in SAMPLERS:
+        assert check_sampler(name) == name
+    with pytest.raises(E2EInputError) as ei:
+        check_sampler("euler")
+    assert ei.value.key == "sampler" and "choose from ddpm, ddim, dpmpp2m" in str(ei.value)
+    with pytest.raises(E2EInputError) as ep:
+        make_plan("euler")
+    assert str(ep.value) == str(ei.value)

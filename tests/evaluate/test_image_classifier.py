@@ -8,6 +8,7 @@ import pytest
 
 from e2econd.evaluate.image_classifier import (
     RING_EDGES,
+    SPECTRUM_EDGES,
     SparseImages,
     condition_features,
     image_classifier_auc,
@@ -44,10 +45,10 @@ def test_sparse_round_trip_and_streaming(small):
     S2 = SparseImages.from_images(iter(chunks), max_jets=30)
     assert len(S2) == 30
     np.testing.assert_array_equal(S2.dense(np.arange(30)).numpy(), S.dense(np.arange(30)).numpy())
-    # take / concat keep jets and their profiles
+    # take / concat keep jets and their summaries
     T = SparseImages.concat([S.take([3, 5]), S.take([1])])
     np.testing.assert_array_equal(T.dense([0, 1, 2]).numpy(), S.dense([3, 5, 1]).numpy())
-    np.testing.assert_array_equal(T.profile, S.profile[[3, 5, 1]])
+    np.testing.assert_array_equal(T.summary, S.summary[[3, 5, 1]])
     with pytest.raises(ValueError, match="125"):
         SparseImages.from_images(np.zeros((2, 3, 10, 10), np.float32))
 
@@ -57,23 +58,30 @@ def test_jet_inputs_bruteforce(small):
     S = SparseImages.from_images(X)
     cond = {"pt": small["pt"][:3], "m0": small["m0"][:3], "y": small["y"][:3]}
     J = jet_inputs(S, cond, 3)
-    assert J.shape == (3, 3 + 3 + 3 * (len(RING_EDGES) + 1))
+    nr, nb = len(RING_EDGES) + 1, len(SPECTRUM_EDGES) + 1
+    assert J.shape == (3, 3 + 3 + 3 * nr + 3 * nb)
     np.testing.assert_allclose(J[:, 0], np.log(small["pt"][:3]))
     np.testing.assert_allclose(J[:, 1], np.log(small["m0"][:3] + 1.0))
+    np.testing.assert_array_equal(J[:, 2], small["y"][:3])
     edges = (0.0, *RING_EDGES, np.inf)
+    sedges = (-np.inf, *SPECTRUM_EDGES, np.inf)
     for j in range(3):
         for c in range(3):
             tot = float(X[j, c].astype(np.float64).sum())
-            assert J[j, 3 + c] == pytest.approx(np.sign(tot) * np.log1p(abs(tot)), rel=1e-9)
-            for k in range(len(edges) - 1):
-                ring = 0.0
-                for ie in range(125):
-                    for ip in range(125):
-                        r = np.hypot((ie - 62) * 0.0174, (ip - 62) * 0.0174)
-                        if edges[k] <= r < edges[k + 1]:
-                            ring += float(X[j, c, ie, ip])
-                got = J[j, 6 + c * (len(edges) - 1) + k]
-                assert got == pytest.approx(np.sign(ring) * np.log1p(abs(ring)), rel=1e-9, abs=1e-12)
+            assert J[j, 3 + c] == pytest.approx(np.sign(tot) * np.log1p(abs(tot)), rel=1e-6)
+            rings = np.zeros(nr)
+            spec = np.zeros(nb)
+            for ie in range(125):
+                for ip in range(125):
+                    v = float(X[j, c, ie, ip])
+                    r = np.hypot((ie - 62) * 0.0174, (ip - 62) * 0.0174)
+                    rings[[k for k in range(nr) if edges[k] <= r < edges[k + 1]][0]] += v
+                    if v != 0:
+                        spec[[k for k in range(nb) if sedges[k] <= v < sedges[k + 1]][0]] += 1
+            got = J[j, 6 + c * nr : 6 + (c + 1) * nr]
+            np.testing.assert_allclose(got, np.sign(rings) * np.log1p(np.abs(rings)), rtol=1e-6, atol=1e-7)
+            got = J[j, 6 + 3 * nr + c * nb : 6 + 3 * nr + (c + 1) * nb]
+            np.testing.assert_allclose(got, np.log1p(spec), rtol=1e-6)
 
 
 def test_condition_errors():

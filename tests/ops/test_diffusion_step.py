@@ -12,15 +12,9 @@ import os
 import pytest
 import torch
 
+from e2econd.diffusion.coefficients import ddim_coefficients, ddpm_coefficients, dpmpp2m_coefficients
 from e2econd.ops import LOADED, has_kernel
-from e2econd.ops.diffusion_step import (
-    ddim_coefficients,
-    ddpm_coefficients,
-    diffusion_step,
-    diffusion_step_,
-    diffusion_step_reference,
-    dpmpp2m_coefficients,
-)
+from e2econd.ops.diffusion_step import diffusion_step, diffusion_step_, diffusion_step_reference
 from e2econd.ops.philox import MASK32, _mulhilo, philox4x32_10, philox_normal
 
 RTOL_FP32 = 1e-6

@@ -40,7 +40,8 @@ def tiny_run(tmp_path_factory, e2e_fixtures):
 
 def _pre_graph_generate(run, opts, pt, m0, y, chunk_index):
     """The sampler as it was before the graph path (oracle): per-call torch.full times, eager loop."""
-    from e2econd.data.hits import batch_hits_to_images, snap_batch
+    from e2econd.data.hits import batch_hits_to_images
+    from e2econd.data.snap import snap_batch
     from e2econd.diffusion.samplers import make_plan as plan_of
     from e2econd.ops.diffusion_step import diffusion_step
     from e2econd.sample import MAX_HITS_PER_JET, _seed

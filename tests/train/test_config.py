@@ -70,3 +70,38 @@ def test_bad_json_and_missing(tmp_path):
         C.load(p)
     with pytest.raises(E2EInputError, match="not found"):
         C.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    "device,cuda,expected",
+    [(None, True, "gpu"), (None, False, "cpu"), ("auto", True, "gpu"), ("cuda", False, "gpu"),
+     ("cuda:1", True, "gpu"), ("cpu", True, "cpu")],
+)
+def test_default_preset_gpu_when_cuda(device, cuda, expected):
+    assert C.default_preset(device, cuda_available=cuda) == expected
+
+
+def test_resolve_config_is_preset_then_file_then_options(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"train": {"lr": 0.01, "batch_size": 7}, "data": {"channels": "hcal"}}))
+    got = C.resolve_config(None, p, {"train.batch_size": 5, "train.seed": None}, channels="ecal,tracks",
+                           cuda_available=True)
+    # oracle: the steps by hand
+    want = C.load(p, base=C.preset("gpu"))
+    want.train.batch_size = 5
+    want.data.channels = ["tracks", "ecal"]
+    assert got.to_dict() == want.to_dict()
+    assert got.train.lr == 0.01 and got.train.seed == C.preset("gpu").train.seed
+    assert C.resolve_config("auto", cuda_available=False).to_dict() == C.preset("cpu").to_dict()
+    # a file naming its own preset wins over the default
+    p.write_text(json.dumps({"preset": "cpu"}))
+    assert C.resolve_config(None, p, cuda_available=True).to_dict() == C.preset("cpu").to_dict()
+
+
+def test_resolve_config_rejects_bad_options():
+    with pytest.raises(E2EInputError, match="train.warp"):
+        C.resolve_config("cpu", overrides={"train.warp": 1})
+    with pytest.raises(E2EInputError, match="batch_size"):
+        C.resolve_config("cpu", overrides={"train.batch_size": 0})
+    with pytest.raises(E2EInputError, match="unknown preset"):
+        C.resolve_config("tpu")

@@ -74,6 +74,7 @@ def main() -> None:
         "value": value,
         "floor": floor,
         "classifier_s": value["time_s"] + floor["time_s"],
+        "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "provenance": provenance({k: v for k, v in vars(a).items()}),
     }

@@ -105,3 +105,32 @@ def test_resolve_config_rejects_bad_options():
         C.resolve_config("cpu", overrides={"train.batch_size": 0})
     with pytest.raises(E2EInputError, match="unknown preset"):
         C.resolve_config("tpu")
+
+
+@pytest.mark.parametrize(
+    "change,key",
+    [({"n": -1}, "n"), ({"guidance": float("nan")}, "guidance"), ({"collisions": "merge"}, "collisions"),
+     ({"batch_size": 0}, "batch_size"), ({"chunk_size": 0}, "batch_size"), ({"sampler": "euler"}, "sampler"),
+     ({"conditions_from": "data", "pt": 400.0}, "conditions")],
+)
+def test_sample_options_validated_in_one_place(change, key):
+    assert C.SampleOptions().validate() == C.SampleOptions()
+    with pytest.raises(E2EInputError) as ei:
+        C.SampleOptions(**change).validate()
+    assert ei.value.key == key and "\n" not in str(ei.value)
+
+
+def test_click_defaults_are_the_dataclass_defaults():
+    import dataclasses
+
+    from e2econd.cli.demo import demo
+    from e2econd.cli.sample import sample
+    from e2econd.demo import DemoOptions
+
+    for command, options, skip in ((demo, DemoOptions(), {"progress"}),
+                                   (sample, C.SampleOptions(), {"progress", "out", "as_json", "run_dir"})):
+        fields = {f.name for f in dataclasses.fields(options)}
+        for p in command.params:
+            if p.name in skip or p.name not in fields:
+                continue
+            assert p.default == getattr(options, p.name), (command.name, p.name)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from e2econd.cli._options import progress_option
+from e2econd.config import SampleOptions
 from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
+
+_S = SampleOptions()  # the click defaults are the dataclass's
 
 
 @click.command()
@@ -22,19 +25,19 @@ from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
                    "under torchrun use --num-jets (torchrun reads --n as an abbreviation of its own options).")
 @click.option("--channels", default=None,
               help="Channels to write (subset of the model's, e.g. 'ecal' or 'tracks,ecal'); others are left empty.")
-@click.option("--sampler", type=click.Choice(SAMPLERS), default="dpmpp2m", show_default=True,
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=_S.sampler, show_default=True,
               help="ddpm: 512-step ancestral (thesis); ddim: DDIM(eta); dpmpp2m: DPM-Solver++(2M), few steps.")
 @click.option("--steps", type=int, default=None,
               help=f"Model evaluations (defaults: {', '.join(f'{k} {v}' for k, v in DEFAULT_STEPS.items())}).")
-@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM stochasticity (0 deterministic).")
-@click.option("--guidance", type=float, default=1.0, show_default=True,
+@click.option("--eta", type=float, default=_S.eta, show_default=True, help="DDIM stochasticity (0 deterministic).")
+@click.option("--guidance", type=float, default=_S.guidance, show_default=True,
               help="Classifier-free guidance w: v = v_uncond + w (v_cond - v_uncond); 1 = plain conditional.")
-@click.option("--collisions", type=click.Choice(["move", "sum"]), default="move", show_default=True,
+@click.option("--collisions", type=click.Choice(["move", "sum"]), default=_S.collisions, show_default=True,
               help="Two generated hits of a jet on one crystal/tower: move the weaker to the nearest free cell "
                    "(every hit of a real jet is its own cell), or sum them.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Jets per model call.")
-@click.option("--chunk-size", type=int, default=4096, show_default=True, help="Jets per written chunk.")
+@click.option("--seed", type=int, default=_S.seed, show_default=True)
+@click.option("--batch-size", type=int, default=_S.batch_size, show_default=True, help="Jets per model call.")
+@click.option("--chunk-size", type=int, default=_S.chunk_size, show_default=True, help="Jets per written chunk.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available).")
 @click.option("--out", default="generated.parquet", show_default=True, type=click.Path(dir_okay=False),
               help="Output E2E file: .parquet (X_jets [3][125][125]) or .h5 (X_jets (N,125,125,3)).")
@@ -54,7 +57,7 @@ def sample(run_dir, pt, mass, label, conditions_from, n, channels, sampler, step
     `e2econd evaluate --generated OUT.manifest.json` reads them all).
     """
     from e2econd.config import parse_channels
-    from e2econd.sample import SampleOptions, default_run_dir, sample_to_file, summary_line, to_json
+    from e2econd.sample import default_run_dir, sample_to_file, summary_line, to_json
 
     run_dir = run_dir or default_run_dir()
     opts = SampleOptions(n=n, pt=pt, mass=mass, label=label, conditions_from=conditions_from,

@@ -46,11 +46,30 @@ def source_root(package_dir: str) -> str | None:
     return None
 
 
+#: the one list of translation units (globs relative to csrc/), shared with CMakeLists.txt
+SOURCE_LIST = "sources.txt"
+
+
+def source_globs(root: str) -> list[tuple[str, bool]]:
+    """``(glob, is_cuda)`` pairs of ``root/sources.txt`` (comments and blank lines skipped)."""
+    out = []
+    with open(os.path.join(root, SOURCE_LIST), encoding="utf-8") as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            is_cuda = line.startswith("cuda:")
+            out.append((line[len("cuda:"):].strip() if is_cuda else line, is_cuda))
+    return out
+
+
 def sources(root: str, cuda: bool) -> list[str]:
-    """The translation units of the library under ``root`` (absolute paths, sorted)."""
-    files = sorted(glob.glob(os.path.join(root, "*.cpp"))) + sorted(glob.glob(os.path.join(root, "cpu", "*.cpp")))
-    if cuda:
-        files += sorted(glob.glob(os.path.join(root, "cuda", "*.cu")))
+    """The translation units of the library under ``root`` (absolute paths), in ``sources.txt`` order."""
+    files = []
+    for pattern, is_cuda in source_globs(root):
+        if is_cuda and not cuda:
+            continue
+        files += sorted(glob.glob(os.path.join(root, pattern)))
     return files
 
 
@@ -59,7 +78,9 @@ def package_files(root: str) -> list[str]:
     out = []
     for pattern in ("*", "cpu/*", "cuda/*"):
         for path in sorted(glob.glob(os.path.join(root, pattern))):
-            if os.path.isfile(path) and path.rsplit(".", 1)[-1] in ("cpp", "h", "cu", "cuh"):
+            if os.path.isfile(path) and (
+                path.rsplit(".", 1)[-1] in ("cpp", "h", "cu", "cuh") or os.path.basename(path) == SOURCE_LIST
+            ):
                 out.append(os.path.relpath(path, root))
     return out
 

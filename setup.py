@@ -74,9 +74,11 @@ def _extensions():
     try:
         import torch
     except ImportError:
-        say("torch is not importable in the build environment (isolated build), so no extension is built "
+        say(
+            "torch is not importable in the build environment (isolated build), so no extension is built "
             "now: the C++ kernels are compiled on first use against the installed torch and cached "
-            "(`e2econd info` shows it). For a build at install time: pip install --no-build-isolation .")
+            "(`e2econd info` shows it). For a build at install time: pip install --no-build-isolation ."
+        )
         return [], {}
     use_cuda, why = _use_cuda(torch)
     import torch.utils.cpp_extension as cpp
@@ -94,11 +96,17 @@ def _extensions():
             os.environ["TORCH_CUDA_ARCH_LIST"] = B.DEFAULT_CUDA_ARCHS
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "native")
         defines = B.cuda_defines(torch.version.cuda, archs)
-        ext = CUDAExtension("e2econd._C", srcs, library_dirs=[B.cudart_dir(why)],
-                            extra_compile_args={"cxx": cxx + defines, "nvcc": B.nvcc_flags(debug) + defines},
-                            **kwargs)
-        say(f"building CPU + CUDA kernels (torch {torch.__version__}, CUDA {torch.version.cuda}, toolkit {why}, "
-            f"archs {archs})")
+        ext = CUDAExtension(
+            "e2econd._C",
+            srcs,
+            library_dirs=[B.cudart_dir(why)],
+            extra_compile_args={"cxx": cxx + defines, "nvcc": B.nvcc_flags(debug) + defines},
+            **kwargs,
+        )
+        say(
+            f"building CPU + CUDA kernels (torch {torch.__version__}, CUDA {torch.version.cuda}, toolkit {why}, "
+            f"archs {archs})"
+        )
     else:
         ext = CppExtension("e2econd._C", srcs, extra_compile_args={"cxx": cxx}, **kwargs)
         say(f"building CPU kernels only against torch {torch.__version__} ({why})")

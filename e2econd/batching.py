@@ -111,9 +111,7 @@ class StepDraws:
     dq: torch.Tensor  # (total_hits, 2), U[-0.5, 0.5)
 
 
-def draw(
-    gen: torch.Generator, n_jets: int, n_hits: int, cond_drop: float, stratified: bool = True
-) -> StepDraws:
+def draw(gen: torch.Generator, n_jets: int, n_hits: int, cond_drop: float, stratified: bool = True) -> StepDraws:
     """t stratified over the batch (u0 + i/B mod 1, shuffled), drop ~ Bernoulli(cond_drop), ε ~ N(0, 1)."""
     if stratified:
         u0 = torch.rand(1, generator=gen, dtype=torch.float64)
@@ -160,9 +158,7 @@ def make_batch(packed, transforms, device, u: torch.Tensor | None) -> Batch:
     if u is not None:
         feats = dequantize(feats, torch.as_tensor(_np(packed.size)), u)
     x0 = transforms.features.forward(feats, channel)
-    c = transforms.condition.forward(
-        np.asarray(_np(packed.pt), np.float64), np.asarray(_np(packed.m0), np.float64)
-    )
+    c = transforms.condition.forward(np.asarray(_np(packed.pt), np.float64), np.asarray(_np(packed.m0), np.float64))
     cond = {
         "pt": torch.as_tensor(c[:, 0], dtype=torch.float32),
         "m0": torch.as_tensor(c[:, 1], dtype=torch.float32),
@@ -218,12 +214,16 @@ def load_train_data(data_dir: Path, cfg: Config, world: int) -> TrainData:
     if len(y) and (y.min() < 0 or y.max() >= cfg.model.n_classes):
         raise E2EInputError(
             f"labels y range over {y.min()}..{y.max()}, outside 0..{cfg.model.n_classes - 1} (set model.n_classes)",
-            path=data_dir / "train.parquet", key="y")
+            path=data_dir / "train.parquet",
+            key="y",
+        )
     n_sel = counts[:, cfg.channel_ids].sum(1)
     usable = np.flatnonzero(n_sel > 0)  # jets without hits in the chosen channels carry no loss
     if len(usable) < world:
-        raise E2EInputError(f"only {len(usable)} training jets have hits in channels {cfg.data.channels}",
-                            path=data_dir / "train.parquet")
+        raise E2EInputError(
+            f"only {len(usable)} training jets have hits in channels {cfg.data.channels}",
+            path=data_dir / "train.parquet",
+        )
     pt, m0 = np.asarray(jets["pt"], np.float64), np.asarray(jets["m0"], np.float64)
     ccond = store.transforms.condition.forward(pt, m0)
     cond_table = {"pt": pt, "m0": m0, "y": np.asarray(jets["y"], np.float32)}

@@ -295,9 +295,7 @@ def from_dict(d: dict[str, Any], *, source: object = None, base: Config | None =
         types = {f.name: f.type for f in dataclasses.fields(obj)}
         for k, v in values.items():
             if k not in types:
-                raise E2EInputError(
-                    f"unknown option (known: {', '.join(types)})", path=source, key=f"{sec}.{k}"
-                )
+                raise E2EInputError(f"unknown option (known: {', '.join(types)})", path=source, key=f"{sec}.{k}")
             setattr(obj, k, _coerce(v, types[k], source=source, key=f"{sec}.{k}"))
     return cfg
 
@@ -431,11 +429,11 @@ class SampleOptions:
         if self.batch_size < 1 or self.chunk_size < 1:
             raise E2EInputError("--batch-size and the chunk size must be >= 1", key="batch_size")
         if self.conditions_from is not None and any(v is not None for v in (self.pt, self.mass, self.label)):
-            raise E2EInputError("give either --conditions-from or fixed --pt/--mass/--label, not both",
-                                key="conditions")
+            raise E2EInputError(
+                "give either --conditions-from or fixed --pt/--mass/--label, not both", key="conditions"
+            )
         check_sampler(self.sampler)
         return self
-
 
 
 def save(cfg: Config, path: str | Path) -> None:

@@ -40,15 +40,37 @@ def _done(t0: float, what: str) -> None:
     click.echo(f"    {what} ({time.perf_counter() - t0:.0f} s)", err=True)
 
 
+def _train_stage(opts: DemoOptions, preset_name: str, data: Path, run: Path, t0: float) -> None:
+    """Stage 3: train ``run`` on ``data``, resume an unfinished run, or reuse a finished one."""
+    from e2econd.config import resolve_config
+    from e2econd.rundir import last_checkpoint, load_checkpoint
+    from e2econd.train import train
+
+    cfg = resolve_config(
+        preset_name, channels=opts.channels, overrides={"train.seed": opts.seed, "train.max_steps": opts.max_steps}
+    )
+    last = last_checkpoint(run)
+    if last.exists():
+        ck = load_checkpoint(last)  # a damaged checkpoint: one-line error naming it
+        target = opts.max_steps or ck["config"]["train"]["max_steps"]
+        if ck.get("finished") or int(ck["step"]) >= target:
+            _done(t0, f"reusing {run} (step {ck['step']})")
+        else:
+            train(data, run, resume=True, device=opts.device, max_steps=target, progress=opts.progress)
+            _done(t0, f"resumed and finished {run}")
+        del ck
+    else:
+        train(data, run, cfg, device=opts.device, progress=opts.progress)
+        _done(t0, f"trained {run}")
+
+
 def run_demo(opts: DemoOptions) -> dict:
     """Run (or resume) the whole pipeline; returns the evaluation metrics and the paths written."""
-    from e2econd.config import SampleOptions, default_preset, resolve_config
+    from e2econd.config import SampleOptions, default_preset
     from e2econd.data.preprocess import preprocess
     from e2econd.evaluate.report import evaluate
     from e2econd.generate.make_data import make_data
-    from e2econd.rundir import last_checkpoint, load_checkpoint
     from e2econd.sample import sample_to_file, summary_line
-    from e2econd.train import train
 
     common = dict(sampler=opts.sampler, steps=opts.steps, seed=opts.seed, device=opts.device)
     SampleOptions(n=opts.sample_n, pt=opts.sample_pt, **common).validate()  # before the work, not at stage 4
@@ -77,29 +99,16 @@ def run_demo(opts: DemoOptions) -> dict:
 
     run = work / f"run_{preset_name}"
     t0 = _stage(f"3/5 train: preset '{preset_name}', channels {opts.channels}")
-    cfg = resolve_config(preset_name, channels=opts.channels,
-                         overrides={"train.seed": opts.seed, "train.max_steps": opts.max_steps})
-    last = last_checkpoint(run)
-    if last.exists():
-        ck = load_checkpoint(last)  # a damaged checkpoint: one-line error naming it
-        target = opts.max_steps or ck["config"]["train"]["max_steps"]
-        if ck.get("finished") or int(ck["step"]) >= target:
-            _done(t0, f"reusing {run} (step {ck['step']})")
-        else:
-            train(data, run, resume=True, device=opts.device, max_steps=target, progress=opts.progress)
-            _done(t0, f"resumed and finished {run}")
-        del ck
-    else:
-        train(data, run, cfg, device=opts.device, progress=opts.progress)
-        _done(t0, f"trained {run}")
+    _train_stage(opts, preset_name, data, run, t0)
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = _stage(f"4/5 sample: --pt {opts.sample_pt:g} and --conditions-from the test split")
     gen_pt = work / f"gen_pt{opts.sample_pt:g}.parquet"
     gen_test = work / "gen_test.parquet"
     if not gen_pt.exists():
-        s = sample_to_file(run, gen_pt, SampleOptions(n=opts.sample_n, pt=opts.sample_pt, **common),
-                           progress=opts.progress)
+        s = sample_to_file(
+            run, gen_pt, SampleOptions(n=opts.sample_n, pt=opts.sample_pt, **common), progress=opts.progress
+        )
         click.echo("    " + summary_line(s), err=True)
     if not gen_test.exists():
         s = sample_to_file(run, gen_test, SampleOptions(conditions_from=str(data), **common), progress=opts.progress)
@@ -112,8 +121,8 @@ def run_demo(opts: DemoOptions) -> dict:
     metrics = evaluate(data, gen_test, report, overwrite=True, progress=opts.progress)
     _done(t0, f"report in {report}")
     timings["evaluate_s"] = time.perf_counter() - t0
-    summary = {"workdir": str(work), "report": str(report / "report.md"), "run": str(run),
-               "generated": [str(gen_pt), str(gen_test)], "timings": timings, "metrics": metrics}
+    summary = dict(workdir=str(work), report=str(report / "report.md"), run=str(run))
+    summary.update(generated=[str(gen_pt), str(gen_test)], timings=timings, metrics=metrics)
     (work / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 

@@ -35,10 +35,33 @@ from e2econd.utils import atomic_path
 
 CHECKPOINT_FORMAT = 1
 #: keys every checkpoint holds (resume needs all of them; sampling needs the model part)
-CHECKPOINT_KEYS = ("format", "version", "step", "model", "ema", "optimizer", "scheduler", "rng", "config",
-                   "transforms", "multiplicity", "channels", "cond_table")
-SAMPLING_KEYS = ("format", "version", "step", "model", "ema", "config", "transforms", "multiplicity",
-                 "channels", "cond_table")
+CHECKPOINT_KEYS = (
+    "format",
+    "version",
+    "step",
+    "model",
+    "ema",
+    "optimizer",
+    "scheduler",
+    "rng",
+    "config",
+    "transforms",
+    "multiplicity",
+    "channels",
+    "cond_table",
+)
+SAMPLING_KEYS = (
+    "format",
+    "version",
+    "step",
+    "model",
+    "ema",
+    "config",
+    "transforms",
+    "multiplicity",
+    "channels",
+    "cond_table",
+)
 
 
 # ------------------------------------------------------------------------------------- layout
@@ -82,8 +105,9 @@ def _read(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
         why = str(exc).split(". ")[0][:120]
-        raise E2EInputError(f"cannot read checkpoint, truncated or not a torch file ({type(exc).__name__}: {why})",
-                            path=path) from None
+        raise E2EInputError(
+            f"cannot read checkpoint, truncated or not a torch file ({type(exc).__name__}: {why})", path=path
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = CHECKPOINT_KEYS) -> dict:
@@ -92,12 +116,16 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = CHECKPO
     ck = _read(path)
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         fmt = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
-        raise E2EInputError(f"checkpoint format {fmt!r} is not supported by e2econd {__version__} "
-                            f"(expected {CHECKPOINT_FORMAT})", path=path, key="format")
+        raise E2EInputError(
+            f"checkpoint format {fmt!r} is not supported by e2econd {__version__} (expected {CHECKPOINT_FORMAT})",
+            path=path,
+            key="format",
+        )
     ver = str(ck.get("version", "?"))
     if ver.split(".")[:1] != __version__.split(".")[:1]:
-        raise E2EInputError(f"checkpoint written by e2econd {ver}, incompatible with {__version__}",
-                            path=path, key="version")
+        raise E2EInputError(
+            f"checkpoint written by e2econd {ver}, incompatible with {__version__}", path=path, key="version"
+        )
     for key in required:
         if key not in ck:
             raise E2EInputError("checkpoint lacks this entry (not written by `e2econd train`?)", path=path, key=key)
@@ -164,9 +192,7 @@ class LoadedRun:
     schedule: CosineSchedule
 
 
-def load_run(
-    run_dir: str | os.PathLike, device: str | torch.device | None = "cpu", which: str = "ema"
-) -> LoadedRun:
+def load_run(run_dir: str | os.PathLike, device: str | torch.device | None = "cpu", which: str = "ema") -> LoadedRun:
     """Load RUN_DIR/checkpoints/last.pt (or RUN_DIR itself if it is a .pt file); ``which`` = "ema" | "model"."""
     from e2econd.data.transforms import Transforms
 
@@ -184,8 +210,9 @@ def load_run(
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, E2EInputError):
             raise
-        raise E2EInputError(f"checkpoint does not match its config ({type(exc).__name__}: {str(exc)[:160]})",
-                            path=path, key=which) from None
+        raise E2EInputError(
+            f"checkpoint does not match its config ({type(exc).__name__}: {str(exc)[:160]})", path=path, key=which
+        ) from None
     return LoadedRun(
         model.to(dev).eval().requires_grad_(False),
         mult,

@@ -78,21 +78,24 @@ def check_conditions(cond_table: dict, pt: float | None, mass: float | None, lab
         if not math.isfinite(pt) or pt <= 0:
             raise E2EInputError(f"--pt {pt:g}: jet pt must be a positive number of GeV", key="pt")
         if pt < 0.8 * lo or pt > 1.25 * hi:
-            raise E2EInputError(f"--pt {pt:g} GeV is outside the training range [{lo:.0f}, {hi:.0f}] GeV "
-                                "(+-20% allowed)", key="pt")
+            raise E2EInputError(
+                f"--pt {pt:g} GeV is outside the training range [{lo:.0f}, {hi:.0f}] GeV (+-20% allowed)", key="pt"
+            )
     if mass is not None:
         lo, hi = float(m0s.min()), float(m0s.max())
         if not math.isfinite(mass) or mass < 0:
             raise E2EInputError(f"--mass {mass:g}: jet mass must be >= 0 GeV", key="mass")
         if mass < 0.8 * lo - 1.0 or mass > 1.25 * hi:
-            raise E2EInputError(f"--mass {mass:g} GeV is outside the training range [{lo:.0f}, {hi:.0f}] GeV",
-                                key="mass")
+            raise E2EInputError(
+                f"--mass {mass:g} GeV is outside the training range [{lo:.0f}, {hi:.0f}] GeV", key="mass"
+            )
     if label is not None and int(label) not in labels:
         raise E2EInputError(f"--label {label}: the model was trained on labels {labels} only", key="label")
 
 
-def draw_conditions(cond_table: dict, n: int, pt: float | None, mass: float | None, label: int | None,
-                    seed: int, knn: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_conditions(
+    cond_table: dict, n: int, pt: float | None, mass: float | None, label: int | None, seed: int, knn: int = 32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pt, m0, y) for n jets: given values are used as they are; missing ones are drawn from the
     training jets nearest to the given ones (k-NN in standardised log pt, log(m0 + 1))."""
     rng = np.random.default_rng(seed)
@@ -137,8 +140,9 @@ def conditions_from(source: str | os.PathLike, n: int | None) -> tuple[np.ndarra
             raise E2EInputError(f"unreadable Parquet file ({type(exc).__name__}: {exc})", path=split) from None
         missing = [c for c in ("pt", "m0", "y") if c not in names]
         if missing:
-            raise E2EInputError(f"lacks the condition column(s) {missing} (has {names[:8]})", path=split,
-                                key=missing[0])
+            raise E2EInputError(
+                f"lacks the condition column(s) {missing} (has {names[:8]})", path=split, key=missing[0]
+            )
         t = pq.read_table(split, columns=["pt", "m0", "y"])
         pt, m0, y = (t.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in ("pt", "m0", "y"))
     elif src.is_file():
@@ -153,8 +157,13 @@ def conditions_from(source: str | os.PathLike, n: int | None) -> tuple[np.ndarra
     for key, vals, ok in (("pt", pt, pt > 0), ("m0", m0, m0 >= 0), ("y", y, np.isfinite(y))):
         bad = np.flatnonzero(~(np.isfinite(vals) & ok))
         if bad.size:
-            raise E2EInputError(f"{bad.size} jet(s) with an invalid condition ({key} = {vals[bad[0]]}; pt must be "
-                                "> 0 GeV, m0 >= 0 GeV, all finite)", path=src, key=key, row=int(bad[0]))
+            raise E2EInputError(
+                f"{bad.size} jet(s) with an invalid condition ({key} = {vals[bad[0]]}; pt must be "
+                "> 0 GeV, m0 >= 0 GeV, all finite)",
+                path=src,
+                key=key,
+                row=int(bad[0]),
+            )
     if n is not None:
         idx = np.arange(n) % pt.size
         pt, m0, y = pt[idx], m0[idx], y[idx]
@@ -178,8 +187,11 @@ class Generator:
         wanted = opts.channels or list(run.channels)
         missing = [c for c in wanted if c not in run.channels]
         if missing:
-            raise E2EInputError(f"--channels {','.join(wanted)}: the model was trained on {','.join(run.channels)} "
-                                f"only (cannot generate {','.join(missing)})", key="channels")
+            raise E2EInputError(
+                f"--channels {','.join(wanted)}: the model was trained on {','.join(run.channels)} "
+                f"only (cannot generate {','.join(missing)})",
+                key="channels",
+            )
         self.model_channels = model_channels
         self.out_channels = [CHANNELS.index(c) for c in wanted]
         self.timing = Timing()
@@ -188,8 +200,16 @@ class Generator:
 
     def _network(self, channel, cu, max_len, cond, n_jets) -> Callable:
         """``net(x, t) -> v`` of one batch: static shapes, no host reads (``guided_network``)."""
-        return guided_network(self.run.model, channel, cu, max_len, cond, n_jets, self.opts.guidance,
-                              bf16=bool(self.run.config.train.bf16))
+        return guided_network(
+            self.run.model,
+            channel,
+            cu,
+            max_len,
+            cond,
+            n_jets,
+            self.opts.guidance,
+            bf16=bool(self.run.config.train.bf16),
+        )
 
     def _denoiser(self, net: Callable, x: torch.Tensor) -> Callable:
         """The per-step callable of the loop: a CUDA-graph replay of ``net`` (CUDA), else ``net``
@@ -202,8 +222,11 @@ class Generator:
                 self.timing.extra["graphs_captured"] = self.timing.extra.get("graphs_captured", 0) + 1
                 return g
             except Exception as exc:  # capture unsupported here: eager fallback, said once
-                warnings.warn(f"CUDA graph capture failed ({type(exc).__name__}: {str(exc)[:120]}); "
-                              "sampling eagerly", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"CUDA graph capture failed ({type(exc).__name__}: {str(exc)[:120]}); sampling eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 self.opts.cuda_graphs = False
         if self.device.type == "cuda":
             return net
@@ -217,8 +240,14 @@ class Generator:
         return denoise
 
     @torch.no_grad()
-    def generate(self, pt: np.ndarray, m0: np.ndarray, y: np.ndarray, chunk_index: int,
-                 on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    def generate(
+        self,
+        pt: np.ndarray,
+        m0: np.ndarray,
+        y: np.ndarray,
+        chunk_index: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
         """Images float32 (n, 3, 125, 125) for the conditions of one chunk (jets in the given order);
         ``on_batch(n_jets)`` is called after every model batch (progress)."""
         from e2econd.data.hits import batch_hits_to_images
@@ -239,9 +268,10 @@ class Generator:
         order = torch.argsort(total, stable=True).numpy()  # batches of similar multiplicity
         bs = max(int(opts.batch_size), 1)
         for b, start in enumerate(range(0, n, bs)):
-            idx = order[start:start + bs]
-            self._generate_batch(idx, counts[idx], ct[idx], yt[idx], images, chunk_index, b,
-                                 snap_batch, batch_hits_to_images)
+            idx = order[start : start + bs]
+            self._generate_batch(
+                idx, counts[idx], ct[idx], yt[idx], images, chunk_index, b, snap_batch, batch_hits_to_images
+            )
             if on_batch is not None:
                 on_batch(idx.size)
         keep = np.zeros(3, bool)
@@ -277,9 +307,11 @@ class Generator:
         else:
             self.timing.update_s += (time.perf_counter() - t0) - (self.timing.network_s - net0)
         if n_bad:
-            raise NonFiniteError(f"the network returned non-finite values: {n_bad} of {tot} hits of batch {b} "
-                                f"(chunk {chunk_index}) are NaN/inf after sampling (diverged checkpoint?)",
-                                path=self.run_dir)
+            raise NonFiniteError(
+                f"the network returned non-finite values: {n_bad} of {tot} hits of batch {b} "
+                f"(chunk {chunk_index}) are NaN/inf after sampling (diverged checkpoint?)",
+                path=self.run_dir,
+            )
         feats = run.transforms.inverse(x.float(), channel_d).cpu().numpy().astype(np.float64)
         ch = channel.numpy()
         hits = []
@@ -301,11 +333,14 @@ def default_run_dir() -> str:
     env = os.environ.get("E2ECOND_RUN")
     if env:
         return env
-    runs = sorted((p for p in Path("demo").glob("run_*") if last_checkpoint(p).exists()),
-                  key=lambda p: last_checkpoint(p).stat().st_mtime)
+    runs = sorted(
+        (p for p in Path("demo").glob("run_*") if last_checkpoint(p).exists()),
+        key=lambda p: last_checkpoint(p).stat().st_mtime,
+    )
     if not runs:
-        raise E2EInputError("no RUN_DIR given, $E2ECOND_RUN unset and no demo/run_* found (run `e2econd demo` "
-                            "or `e2econd train` first)")
+        raise E2EInputError(
+            "no RUN_DIR given, $E2ECOND_RUN unset and no demo/run_* found (run `e2econd demo` or `e2econd train` first)"
+        )
     return str(runs[-1])
 
 
@@ -315,8 +350,25 @@ def _shard_path(out: Path, rank: int, world: int) -> Path:
     return out.with_name(f"{out.stem}.rank{rank:03d}-of-{world:03d}{out.suffix}")
 
 
-def sample_to_file(run_dir: str | os.PathLike, out: str | os.PathLike, opts: SampleOptions,
-                   progress: bool | None = None) -> dict:
+def resolve_conditions(cond_table: dict, opts: SampleOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (pt GeV, m0 GeV, y) of every jet to generate: from ``--conditions-from``, or drawn given the options."""
+    if opts.conditions_from is not None:
+        pt, m0, y = conditions_from(opts.conditions_from, opts.n)
+        labels = {int(v) for v in np.unique(cond_table["y"])}
+        bad = sorted({int(v) for v in np.unique(y)} - labels)
+        if bad:
+            raise E2EInputError(
+                f"labels {bad} were never seen in training (seen: {sorted(labels)})", path=opts.conditions_from, key="y"
+            )
+        return pt, m0, y
+    check_conditions(cond_table, opts.pt, opts.mass, opts.label)
+    n = 10000 if opts.n is None else opts.n
+    return draw_conditions(cond_table, n, opts.pt, opts.mass, opts.label, seed=_seed(opts.seed, 0xC0D), knn=opts.knn)
+
+
+def sample_to_file(
+    run_dir: str | os.PathLike, out: str | os.PathLike, opts: SampleOptions, progress: bool | None = None
+) -> dict:
     """Generate ``opts.n`` jets with the run in ``run_dir`` and write them as an E2E file.
 
     Under torchrun (WORLD_SIZE > 1) each rank generates its share of the jets with its own seed
@@ -338,51 +390,52 @@ def sample_to_file(run_dir: str | os.PathLike, out: str | os.PathLike, opts: Sam
         raise E2EInputError("no checkpoint found (expected checkpoints/last.pt; train first)", path=run_path)
     device = resolve_device(opts.device, local_rank)
     run = load_run(run_path, device)
-    if opts.conditions_from is not None:
-        pt, m0, y = conditions_from(opts.conditions_from, opts.n)
-        labels = {int(v) for v in np.unique(run.cond_table["y"])}
-        bad = sorted({int(v) for v in np.unique(y)} - labels)
-        if bad:
-            raise E2EInputError(f"labels {bad} were never seen in training (seen: {sorted(labels)})",
-                                path=opts.conditions_from, key="y")
-    else:
-        check_conditions(run.cond_table, opts.pt, opts.mass, opts.label)
-        n = 10000 if opts.n is None else opts.n
-        pt, m0, y = draw_conditions(run.cond_table, n, opts.pt, opts.mass, opts.label,
-                                    seed=_seed(opts.seed, 0xC0D), knn=opts.knn)
+    pt, m0, y = resolve_conditions(run.cond_table, opts)
     gen = Generator(run, opts)  # validates sampler, steps and channels before any work
     gen.rank, gen.run_dir = rank, run_path
     n_all = pt.size
     lo, hi = n_all * rank // world, n_all * (rank + 1) // world
     pt, m0, y = pt[lo:hi], m0[lo:hi], y[lo:hi]
-    config = {"run_dir": str(run_path.resolve()), "run_step": run.step, "channels_model": run.channels,
-              "options": asdict(opts), "steps": gen.plan.steps, "rank": rank, "world_size": world,
-              "device": str(device), "jets": int(pt.size), "jet_range": [lo, hi]}
+    config = dict(run_dir=str(run_path.resolve()), run_step=run.step, channels_model=run.channels)
+    config.update(options=asdict(opts), steps=gen.plan.steps, rank=rank, world_size=world, device=str(device))
+    config.update(jets=int(pt.size), jet_range=[lo, hi])
     shard = _shard_path(out, rank, world)
     t_start = time.perf_counter()
-    with E2EWriter(shard, config=config, deterministic=True) as writer, \
-            tqdm(total=pt.size, unit="jet", desc=f"sample[{opts.sampler}x{gen.plan.steps}]",
-                 disable=rank != 0 or bar_disabled(progress)) as bar:
+    with (
+        E2EWriter(shard, config=config, deterministic=True) as writer,
+        tqdm(
+            total=pt.size,
+            unit="jet",
+            desc=f"sample[{opts.sampler}x{gen.plan.steps}]",
+            disable=rank != 0 or bar_disabled(progress),
+        ) as bar,
+    ):
         for c, s in enumerate(range(0, pt.size, opts.chunk_size)):
             e = min(s + opts.chunk_size, pt.size)
-            images = gen.generate(pt[s:e], m0[s:e], y[s:e], chunk_index=lo // max(opts.chunk_size, 1) + c,
-                                  on_batch=bar.update)
+            images = gen.generate(
+                pt[s:e], m0[s:e], y[s:e], chunk_index=lo // max(opts.chunk_size, 1) + c, on_batch=bar.update
+            )
             writer.write(images, pt[s:e], m0[s:e], y[s:e].astype(np.float32))
     gen.timing.total_s = time.perf_counter() - t_start
-    summary = {"out": str(shard), "jets": int(pt.size), "sampler": opts.sampler, "steps": gen.plan.steps,
-               "timing": gen.timing.as_dict(), "device": str(device)}
+    summary = dict(out=str(shard), jets=int(pt.size), sampler=opts.sampler, steps=gen.plan.steps)
+    summary.update(timing=gen.timing.as_dict(), device=str(device))
     if world > 1 and rank == 0:
-        manifest = {"shards": [str(_shard_path(out, r, world).name) for r in range(world)],
-                    "jets": int(n_all), "provenance": provenance(config)}
+        manifest = {
+            "shards": [str(_shard_path(out, r, world).name) for r in range(world)],
+            "jets": int(n_all),
+            "provenance": provenance(config),
+        }
         write_json_atomic(out.with_name(out.name + ".manifest.json"), manifest)
     return summary
 
 
 def summary_line(summary: dict) -> str:
     t = summary["timing"]
-    return (f"wrote {summary['jets']} jets to {summary['out']} in {t['total_s']:.1f} s "
-            f"({t['jets_per_s']:.1f} jets/s; network {t['network_s']:.1f} s, update {t['update_s']:.2f} s, "
-            f"other {t['other_s']:.1f} s)")
+    return (
+        f"wrote {summary['jets']} jets to {summary['out']} in {t['total_s']:.1f} s "
+        f"({t['jets_per_s']:.1f} jets/s; network {t['network_s']:.1f} s, update {t['update_s']:.2f} s, "
+        f"other {t['other_s']:.1f} s)"
+    )
 
 
 def to_json(summary: dict) -> str:

@@ -50,10 +50,12 @@ from e2econd.batching import (  # noqa: F401 - re-exported: e2econd.train is whe
     step_generator,
 )
 from e2econd.config import Config, from_dict, validate
-from e2econd.diffusion.schedule import CosineSchedule, q_sample, v_target
+from e2econd.diffusion.schedule import CosineSchedule
 from e2econd.errors import E2EInputError, NonFiniteError
 from e2econd.model.multiplicity import MultiplicityModel
 from e2econd.model.set_transformer import SetTransformer
+from e2econd.objective import ema_update, loss_sum, lr_factor  # noqa: F401 - re-exported
+from e2econd.objective import validation_loss as _validation_loss
 from e2econd.rundir import (  # noqa: F401 - re-exported (the run directory's owner is e2econd.rundir)
     CHECKPOINT_FORMAT,
     LoadedRun,
@@ -70,71 +72,6 @@ from e2econd.rundir import (  # noqa: F401 - re-exported (the run directory's ow
     step_checkpoint,
 )
 from e2econd.utils import atomic_path, bar_disabled, provenance, write_json_atomic
-
-_VAL_SEED = 0x5EED_0F_FA1
-
-
-# ---------------------------------------------------------------------------------------- loss
-def loss_sum(model, batch: Batch, t, drop, eps, schedule: CosineSchedule, autocast_dtype=None):
-    """Sum over hits and features of (v̂ − v)² for one batch (the caller divides by 3 · global hits)."""
-    dev = batch.x0.device
-    t = t.to(dev)
-    lengths = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).long()
-    alpha, sigma = schedule.alpha_sigma(t)
-    a_h = torch.repeat_interleave(alpha, lengths, output_size=batch.n_hits)[:, None]
-    s_h = torch.repeat_interleave(sigma, lengths, output_size=batch.n_hits)[:, None]
-    eps = eps.to(dev)
-    xt = q_sample(batch.x0, eps, a_h, s_h)
-    target = v_target(batch.x0, eps, a_h, s_h)
-    fwd = model.forward_packed if isinstance(model, SetTransformer) else model  # DDP(_PackedForward)
-    with torch.autocast(dev.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-        v = fwd(
-            xt, batch.channel, batch.cu_seqlens, t, batch.cond, drop.to(dev) if drop is not None else None
-        )
-    return ((v.float() - target) ** 2).sum()
-
-
-# ------------------------------------------------------------------------------------- helpers
-def lr_factor(step: int, warmup: int, max_steps: int, min_ratio: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``max_steps``."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    prog = min(1.0, (step - warmup) / max(1, max_steps - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
-
-
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach(), 1.0 - decay)
-    for be, bm in zip(ema.buffers(), model.buffers()):
-        be.copy_(bm)
-
-
-# ---------------------------------------------------------------------------------- validation
-def _validation_loss(
-    model, store, channel_ids, transforms, device, cfg: Config, schedule, autocast_dtype
-) -> float:
-    """Per-hit v-MSE of ``model`` on a fixed subset of the val split with fixed t, ε and dequantisation."""
-    n = len(store)
-    idx = np.arange(n if not cfg.train.val_jets else min(n, cfg.train.val_jets))
-    counts = channel_counts(store.jets)[idx][:, channel_ids].sum(1)
-    idx = idx[counts > 0]
-    if len(idx) == 0:
-        return float("nan")
-    gen = torch.Generator().manual_seed(_VAL_SEED)
-    tot, hits = 0.0, 0
-    model.eval()
-    with torch.no_grad():
-        for a in range(0, len(idx), cfg.train.batch_size):
-            packed = store.batch(idx[a : a + cfg.train.batch_size], cfg.data.channels)
-            B = len(_np(packed.cu_seqlens)) - 1
-            H = int(_np(packed.cu_seqlens)[-1])
-            d = draw(gen, B, H, 0.0)
-            b = make_batch(packed, transforms, device, d.dq if cfg.data.dequantize else None)
-            tot += float(loss_sum(model, b, d.t, None, d.eps, schedule, autocast_dtype))
-            hits += H
-    return tot / (3 * max(hits, 1))
 
 
 class _PackedForward(torch.nn.Module):
@@ -176,8 +113,14 @@ class _Trainer:
         self.schedule = CosineSchedule(cfg.train.schedule_s)
         self.autocast_dtype = torch.bfloat16 if (cfg.train.bf16 and self.dev.type == "cuda") else None
         tr = self.tr
-        self.batcher = BucketBatcher(self.data.n_sel[self.data.usable], tr.batch_size, tr.bucket_pool, tr.seed,
-                                     tr.max_tokens, min_jets=self.world)
+        self.batcher = BucketBatcher(
+            self.data.n_sel[self.data.usable],
+            tr.batch_size,
+            tr.bucket_pool,
+            tr.seed,
+            tr.max_tokens,
+            min_jets=self.world,
+        )
         self.end = self.end_steps = tr.max_steps if stop_at is None else min(tr.max_steps, stop_at)
         self.logf = None
 
@@ -186,15 +129,18 @@ class _Trainer:
         torch.manual_seed(tr.seed)
         self.model = SetTransformer(cfg.model).to(dev)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        mult = MultiplicityModel(cfg.channel_ids, cfg.model.n_classes, cfg.multiplicity.components,
-                                 cfg.multiplicity.hidden)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tr.lr, betas=tuple(tr.betas),
-                                     weight_decay=tr.weight_decay)
+        mult = MultiplicityModel(
+            cfg.channel_ids, cfg.model.n_classes, cfg.multiplicity.components, cfg.multiplicity.hidden
+        )
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=tr.lr, betas=tuple(tr.betas), weight_decay=tr.weight_decay
+        )
         # The cosine decays to its floor at horizon["steps"]; under a time limit the horizon is pulled in
         # to the steps that fit the remaining time, so a time-limited run still ends with a small lr.
         self.horizon = {"steps": tr.max_steps}
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: lr_factor(s, tr.warmup_steps, self.horizon["steps"], tr.min_lr_ratio))
+            self.opt, lambda s: lr_factor(s, tr.warmup_steps, self.horizon["steps"], tr.min_lr_ratio)
+        )
         self.start, self.mult_s = 0, None
         if ck is not None:
             self.model.load_state_dict(ck["model"])
@@ -206,8 +152,15 @@ class _Trainer:
             self.start = int(ck["step"])
         else:
             t0, d = time.time(), self.data
-            mult.fit(d.counts, d.ccond[:, 0], d.ccond[:, 1], d.y, steps=cfg.multiplicity.steps,
-                     lr=cfg.multiplicity.lr, seed=tr.seed)
+            mult.fit(
+                d.counts,
+                d.ccond[:, 0],
+                d.ccond[:, 1],
+                d.y,
+                steps=cfg.multiplicity.steps,
+                lr=cfg.multiplicity.lr,
+                seed=tr.seed,
+            )
             self.mult_s = time.time() - t0
         self.mult = mult.to(dev)
         self.net = _PackedForward(self.model)
@@ -231,9 +184,17 @@ class _Trainer:
                 tmp.write_text("".join(r + "\n" for r in keep))
         self.logf = open(lp, "a")
         if self.mult_s is not None:
-            self.log({"event": "start", "step": 0, "n_train": int(len(self.data.usable)), "world_size": self.world,
-                      "device": str(self.dev), "multiplicity_fit_s": round(self.mult_s, 2),
-                      "provenance": provenance(self.cfg_dict)})
+            self.log(
+                {
+                    "event": "start",
+                    "step": 0,
+                    "n_train": int(len(self.data.usable)),
+                    "world_size": self.world,
+                    "device": str(self.dev),
+                    "multiplicity_fit_s": round(self.mult_s, 2),
+                    "provenance": provenance(self.cfg_dict),
+                }
+            )
 
     def log(self, row: dict) -> None:
         if self.logf is not None:
@@ -249,13 +210,21 @@ class _Trainer:
         if not self.is_main:
             return
         state = {
-            "format": CHECKPOINT_FORMAT, "version": __version__, "step": step,
+            "format": CHECKPOINT_FORMAT,
+            "version": __version__,
+            "step": step,
             "planned_end": self.end,  # < max_steps when a time limit ended the run early
             "finished": step >= self.end and self.stop_at is None,
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
-            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "rng": rng_state(),
-            "config": self.cfg_dict, "transforms": self.transforms.to_dict(), "multiplicity": self.mult.to_dict(),
-            "channels": list(self.cfg.data.channels), "cond_table": self.data.cond_table,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "rng": rng_state(),
+            "config": self.cfg_dict,
+            "transforms": self.transforms.to_dict(),
+            "multiplicity": self.mult.to_dict(),
+            "channels": list(self.cfg.data.channels),
+            "cond_table": self.data.cond_table,
             "provenance": provenance(self.cfg_dict),
         }
         if self.tr.keep_step_ckpts and step % self.tr.ckpt_every == 0:
@@ -286,8 +255,9 @@ class _Trainer:
         loss = s * (world / (3.0 * n_global))  # DDP averages over ranks -> global per-hit mean
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                     tr.grad_clip if tr.grad_clip > 0 else float("inf")))
+        gnorm = float(
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.grad_clip if tr.grad_clip > 0 else float("inf"))
+        )
         loss_v = float(loss.detach()) / world
         if self.ddp:
             lt = torch.tensor([float(s.detach())], dtype=torch.float64, device=self.dev)
@@ -306,18 +276,40 @@ class _Trainer:
         cu = np.asarray(_np(packed.cu_seqlens), np.int64)
         hit_bad = ~np.isfinite(np.asarray(_np(packed.feats), np.float64)).all(1)
         bad = np.unique(np.repeat(np.arange(len(cu) - 1), np.diff(cu))[hit_bad])
-        bad = np.union1d(bad, np.flatnonzero(~np.isfinite(np.asarray(_np(packed.pt), np.float64))
-                                             | ~np.isfinite(np.asarray(_np(packed.m0), np.float64))))
+        bad = np.union1d(
+            bad,
+            np.flatnonzero(
+                ~np.isfinite(np.asarray(_np(packed.pt), np.float64))
+                | ~np.isfinite(np.asarray(_np(packed.m0), np.float64))
+            ),
+        )
         jet_ids = [int(v) for v in np.asarray(self.data.store.jets["jet_id"])[jets[bad]][:5]]
-        self.log({"event": "non_finite", "step": done, "loss": loss_v, "grad_norm": gnorm, "bad_jet_ids": jet_ids,
-                  "time": time.time()})
+        self.log(
+            {
+                "event": "non_finite",
+                "step": done,
+                "loss": loss_v,
+                "grad_norm": gnorm,
+                "bad_jet_ids": jet_ids,
+                "time": time.time(),
+            }
+        )
         self.close()
-        kept = (f"{self.last} (step {self.last_good}) is kept" if self.last_good is not None
-                else "no checkpoint had been written yet")
-        cause = (f"the train split's jets with jet_id {jet_ids} hold NaN/inf values" if jet_ids else
-                 "this batch's data are finite: the run diverged, lower --lr")
-        raise NonFiniteError(f"step {done}: training loss {loss_v} / gradient norm {gnorm} is not finite; "
-                             f"stopped before updating the weights, {kept}. Cause: {cause}", path=self.out_dir)
+        kept = (
+            f"{self.last} (step {self.last_good}) is kept"
+            if self.last_good is not None
+            else "no checkpoint had been written yet"
+        )
+        cause = (
+            f"the train split's jets with jet_id {jet_ids} hold NaN/inf values"
+            if jet_ids
+            else "this batch's data are finite: the run diverged, lower --lr"
+        )
+        raise NonFiniteError(
+            f"step {done}: training loss {loss_v} / gradient norm {gnorm} is not finite; "
+            f"stopped before updating the weights, {kept}. Cause: {cause}",
+            path=self.out_dir,
+        )
 
     def replan(self, done: int, t_start: float) -> None:
         """Time limit: how many more steps fit at the rate measured so far (may move both ways)."""
@@ -334,8 +326,16 @@ class _Trainer:
             self.log({"event": "time_limit", "step": done, "planned_end": self.end, "minutes": self.tr.time_limit_min})
 
     def validate_ema(self, done: int) -> float:
-        v = _validation_loss(self.ema, self.data.val_store, self.cfg.channel_ids, self.transforms, self.dev,
-                             self.cfg, self.schedule, self.autocast_dtype)
+        v = _validation_loss(
+            self.ema,
+            self.data.val_store,
+            self.cfg.channel_ids,
+            self.transforms,
+            self.dev,
+            self.cfg,
+            self.schedule,
+            self.autocast_dtype,
+        )
         self.log({"step": done, "val_loss": v, "time": time.time()})
         return v
 
@@ -356,9 +356,15 @@ class _Trainer:
                 self.replan(done, t_start)
             if done % tr.log_every == 0 or done == self.end:
                 dt = max(time.time() - t_log, 1e-9)
-                row = {"step": done, "loss": acc[2] / acc[3], "lr": self.opt.param_groups[0]["lr"],
-                       "grad_norm": gnorm, "jets_per_s": acc[0] / dt, "hits_per_s": acc[1] / dt,
-                       "time": time.time()}
+                row = {
+                    "step": done,
+                    "loss": acc[2] / acc[3],
+                    "lr": self.opt.param_groups[0]["lr"],
+                    "grad_norm": gnorm,
+                    "jets_per_s": acc[0] / dt,
+                    "hits_per_s": acc[1] / dt,
+                    "time": time.time(),
+                }
                 self.log(row)
                 if pbar is not None:
                     pbar.set_postfix(loss=f"{row['loss']:.4f}", jets_s=f"{row['jets_per_s']:.1f}")
@@ -411,8 +417,15 @@ def train(
     if trainer.is_main and progress is not False:
         from tqdm import tqdm
 
-        pbar = tqdm(total=trainer.tr.max_steps, initial=trainer.start, desc="train", unit="step", file=sys.stderr,
-                    disable=bar_disabled(progress), dynamic_ncols=True)
+        pbar = tqdm(
+            total=trainer.tr.max_steps,
+            initial=trainer.start,
+            desc="train",
+            unit="step",
+            file=sys.stderr,
+            disable=bar_disabled(progress),
+            dynamic_ncols=True,
+        )
     try:
         last_val = trainer.loop(pbar)
     finally:
@@ -421,5 +434,11 @@ def train(
         trainer.close()
     if trainer.ddp:
         torch.distributed.barrier()
-    return {"run_dir": str(out_dir), "steps": max(trainer.end, trainer.start), "val_loss": last_val,
-            "checkpoint": str(last), "world_size": trainer.world, "rank": trainer.rank}
+    return {
+        "run_dir": str(out_dir),
+        "steps": max(trainer.end, trainer.start),
+        "val_loss": last_val,
+        "checkpoint": str(last),
+        "world_size": trainer.world,
+        "rank": trainer.rank,
+    }

@@ -44,8 +44,10 @@ def full_shared_data() -> Path:
     must point at them, otherwise the test is skipped with the reason."""
     d = os.environ.get("E2ECOND_SHARED_DATA")
     if not d or not (Path(d) / f"{QG_STEM}.h5").is_file():
-        pytest.skip("optional: set E2ECOND_SHARED_DATA to the folder of the full independent-generator files "
-                    "(the default suite uses tests/fixtures)")
+        pytest.skip(
+            "optional: set E2ECOND_SHARED_DATA to the folder of the full independent-generator files "
+            "(the default suite uses tests/fixtures)"
+        )
     return Path(d)
 
 
@@ -98,12 +100,24 @@ def toy_config(max_steps: int = 1200):
     """Tiny denoiser (width 32, 2 blocks) and training settings for the toy (about 12 s on 1 thread)."""
     from e2econd import config as C
 
-    cfg = C.Config(model=C.ModelConfig(width=32, blocks=2, heads=2, cond_width=32, fourier_features=8),
-                   multiplicity=C.MultiplicityConfig(components=2, hidden=16, steps=300))
+    cfg = C.Config(
+        model=C.ModelConfig(width=32, blocks=2, heads=2, cond_width=32, fourier_features=8),
+        multiplicity=C.MultiplicityConfig(components=2, hidden=16, steps=300),
+    )
     cfg.data.channels = ["ecal"]
-    for k, v in dict(max_steps=max_steps, batch_size=32, lr=3e-3, warmup_steps=20, ema_decay=0.99,
-                     val_every=10**6, ckpt_every=10**6, keep_step_ckpts=False, log_every=100, seed=0,
-                     bucket_pool=4).items():
+    for k, v in dict(
+        max_steps=max_steps,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=20,
+        ema_decay=0.99,
+        val_every=10**6,
+        ckpt_every=10**6,
+        keep_step_ckpts=False,
+        log_every=100,
+        seed=0,
+        bucket_pool=4,
+    ).items():
         setattr(cfg.train, k, v)
     return C.validate(cfg)
 

@@ -38,8 +38,9 @@ def test_info_reports_the_loaded_kernels():
 
 def test_without_the_extension_everything_falls_back_to_the_references():
     env = dict(os.environ, E2ECOND_DISABLE_EXT="1", PYTHONPATH=str(ROOT))
-    info = subprocess.run([sys.executable, "-m", "e2econd", "info"], env=env, capture_output=True, text=True,
-                          check=True).stdout
+    info = subprocess.run(
+        [sys.executable, "-m", "e2econd", "info"], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert "extension: NOT loaded" in info and "active backend:   reference" in info
     assert "kernels from:     reference (disabled by E2ECOND_DISABLE_EXT=1)" in info
     code = """

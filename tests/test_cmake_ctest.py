@@ -29,9 +29,15 @@ def _run(*cmd: str) -> str:
 
 def _torch_identity() -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", "import json, torch; print(json.dumps({'prefix': torch.utils.cmake_prefix_path, "
-         "'torch': torch.__version__, 'git': torch.version.git_version}))"],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import json, torch; print(json.dumps({'prefix': torch.utils.cmake_prefix_path, "
+            "'torch': torch.__version__, 'git': torch.version.git_version}))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return {**json.loads(out), "source": str(ROOT)}
 

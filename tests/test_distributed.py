@@ -61,7 +61,7 @@ def test_readme_torchrun_commands_reach_e2econd_unchanged(tmp_path, monkeypatch,
     for cmd in cmds:
         argv = shlex.split(cmd)
         args = _torchrun_parse(argv[1:])  # exits (status 2) on an ambiguous option such as --n
-        tail = argv[argv.index("e2econd") + 1:]
+        tail = argv[argv.index("e2econd") + 1 :]
         assert args.module and args.training_script == "e2econd" and args.training_script_args == tail, cmd
         ctx = main.make_context("e2econd", list(tail), resilient_parsing=False)
         sub = main.get_command(ctx, tail[0])
@@ -129,8 +129,14 @@ def make_hit_dir(path: Path, sizes=(("train", 24), ("val", 4), ("test", 24)), se
     for split, n in sizes:
         cols = {k: [] for k in schema.names}
         for j in range(n):
-            for k, v in (("jet_id", j), ("source", 0), ("row", j), ("pt", float(rng.uniform(400, 800))),
-                         ("m0", float(rng.uniform(50, 200))), ("y", 0.0)):
+            for k, v in (
+                ("jet_id", j),
+                ("source", 0),
+                ("row", j),
+                ("pt", float(rng.uniform(400, 800))),
+                ("m0", float(rng.uniform(50, 200))),
+                ("y", 0.0),
+            ):
                 cols[k].append(v)
             for name in CHANNELS:
                 h = _jet_hits(rng, name)
@@ -139,8 +145,10 @@ def make_hit_dir(path: Path, sizes=(("train", 24), ("val", 4), ("test", 24)), se
                 cols[f"dropped_{name}"].append(0.0)
                 for f, v in h.items():
                     cols[f"{name}_{f}"].append(v.tolist())
-        pq.write_table(pa.table({k: pa.array(v, type=schema.field(k).type) for k, v in cols.items()}, schema=schema),
-                       path / f"{split}.parquet")
+        pq.write_table(
+            pa.table({k: pa.array(v, type=schema.field(k).type) for k, v in cols.items()}, schema=schema),
+            path / f"{split}.parquet",
+        )
     (path / "manifest.json").write_text(json.dumps({"inputs": [], "synthetic": True}))
     fit_transforms(HitStore(path, "train")).save(path / "transforms.json")
     return path
@@ -150,16 +158,27 @@ TINY = {
     "model": {"width": 16, "blocks": 1, "heads": 2, "cond_width": 16, "fourier_features": 4},
     "multiplicity": {"components": 2, "hidden": 8, "steps": 30},
     "data": {"channels": ["ecal", "hcal"]},
-    "train": {"batch_size": 8, "warmup_steps": 1, "log_every": 1, "val_every": 3, "ckpt_every": 3,
-              "val_jets": 4, "bucket_pool": 2, "seed": 7, "threads": 1, "time_limit_min": 0},
+    "train": {
+        "batch_size": 8,
+        "warmup_steps": 1,
+        "log_every": 1,
+        "val_every": 3,
+        "ckpt_every": 3,
+        "val_jets": 4,
+        "bucket_pool": 2,
+        "seed": 7,
+        "threads": 1,
+        "time_limit_min": 0,
+    },
 }
 
 
 def _run(cmd: list[str], cwd: Path, timeout: int = 300) -> str:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{shlex.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n" \
-        f"{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"{shlex.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
     return proc.stdout
 
 
@@ -206,9 +225,12 @@ def test_torchrun_train_and_resume_match_single_process(hit_dir, tmp_path):
     assert start["world_size"] == 2 and ddp["step"] == single["step"] == 6
     first = torch.load(tmp_path / "ddp_step3.pt", map_location="cpu", weights_only=False)
     step3 = torch.load(tmp_path / "single_step3.pt", map_location="cpu", weights_only=False)
-    d = {"moved_by_steps_4_6": _max_diff(first["model"], ddp["model"]),
-         "step3": _max_diff(first["model"], step3["model"]), "step6": _max_diff(ddp["model"], single["model"]),
-         "ema6": _max_diff(ddp["ema"], single["ema"])}
+    d = {
+        "moved_by_steps_4_6": _max_diff(first["model"], ddp["model"]),
+        "step3": _max_diff(first["model"], step3["model"]),
+        "step6": _max_diff(ddp["model"], single["model"]),
+        "ema6": _max_diff(ddp["ema"], single["ema"]),
+    }
     tol = 1e-5  # float32 rounding of the two ranks' partial sums, through 6 Adam steps
     d["losses"] = (_losses(tmp_path / "ddp"), _losses(tmp_path / "single"))
     assert d["moved_by_steps_4_6"] > 30 * tol, d  # the comparison can fail: the runs do move apart
@@ -224,10 +246,38 @@ def test_torchrun_sample_shards_read_back_by_evaluate(hit_dir, tmp_path):
     cfg.write_text(json.dumps({**TINY, "train": {**TINY["train"], "val_every": 100}}))
     _train(tmp_path, hit_dir, "run", 1, ["--config", str(cfg), "--max-steps", "2"])
     opts = ["--pt", "500", "--num-jets", "12", "--steps", "4", "--device", "cpu", "--no-progress"]
-    _run([*TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "e2econd", "sample", "run", *opts,
-          "--out", "gen.parquet"], tmp_path)
-    _run([sys.executable, "-m", "e2econd", "sample", "run", *opts[:2], "--n", "12", *opts[4:],
-          "--out", "single.parquet"], tmp_path)
+    _run(
+        [
+            *TORCHRUN,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "e2econd",
+            "sample",
+            "run",
+            *opts,
+            "--out",
+            "gen.parquet",
+        ],
+        tmp_path,
+    )
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "e2econd",
+            "sample",
+            "run",
+            *opts[:2],
+            "--n",
+            "12",
+            *opts[4:],
+            "--out",
+            "single.parquet",
+        ],
+        tmp_path,
+    )
     manifest = tmp_path / "gen.parquet.manifest.json"
     shards = expand_generated_inputs([manifest])
     assert [s.name for s in shards] == ["gen.rank000-of-002.parquet", "gen.rank001-of-002.parquet"]
@@ -237,9 +287,35 @@ def test_torchrun_sample_shards_read_back_by_evaluate(hit_dir, tmp_path):
     assert [len(p.pt) for p in parts] == [6, 6] and len(single.pt) == 12
     for key in ("pt", "m0", "y"):  # conditions are drawn once and split over the ranks
         np.testing.assert_array_equal(np.concatenate([getattr(p, key) for p in parts]), getattr(single, key))
-    out = _run([sys.executable, "-m", "e2econd", "evaluate", "--real", str(hit_dir), "--generated", str(manifest),
-                "--out", "report", "--json", "--no-plots", "--bootstrap", "2", "--classifiers", "",
-                "--emd-pairs", "10", "--nn-eval", "6", "--nn-batches", "2", "--no-progress"], tmp_path, timeout=600)
+    out = _run(
+        [
+            sys.executable,
+            "-m",
+            "e2econd",
+            "evaluate",
+            "--real",
+            str(hit_dir),
+            "--generated",
+            str(manifest),
+            "--out",
+            "report",
+            "--json",
+            "--no-plots",
+            "--bootstrap",
+            "2",
+            "--classifiers",
+            "",
+            "--emd-pairs",
+            "10",
+            "--nn-eval",
+            "6",
+            "--nn-batches",
+            "2",
+            "--no-progress",
+        ],
+        tmp_path,
+        timeout=600,
+    )
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["samples"]["generated"]["n_jets"] == 12, out[-2000:]
     assert metrics["samples"]["generated"]["paths"] == [str(s) for s in shards]

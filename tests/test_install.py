@@ -84,9 +84,12 @@ def test_setup_without_torch_builds_a_pure_python_package(tmp_path):
 
 def test_package_files_cover_every_source_and_header():
     files = set(B.package_files(str(ROOT / "csrc")))
-    on_disk = {str(p.relative_to(ROOT / "csrc")) for p in (ROOT / "csrc").rglob("*")
-               if p.suffix in (".cpp", ".h", ".cu", ".cuh") and p.parts[-2] != "tests"}
-    assert files == on_disk and "e2econd.cpp" in files
+    on_disk = {
+        str(p.relative_to(ROOT / "csrc"))
+        for p in (ROOT / "csrc").rglob("*")
+        if (p.suffix in (".cpp", ".h", ".cu", ".cuh") or p.name == B.SOURCE_LIST) and p.parts[-2] != "tests"
+    }
+    assert files == on_disk and "e2econd.cpp" in files and B.SOURCE_LIST in files
 
 
 def test_sdist_and_its_pure_wheel_carry_the_kernel_sources(tmp_path):
@@ -103,8 +106,22 @@ def test_sdist_and_its_pure_wheel_carry_the_kernel_sources(tmp_path):
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
     expected = {f"csrc/{f}" for f in B.package_files(str(ROOT / "csrc"))}
     assert expected <= names and "CMakeLists.txt" in names, expected - names
-    _sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(tmp_path / "w"),
-         str(sdist)], tmp_path, env)
+    _sh(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-build-isolation",
+            "--no-deps",
+            "-w",
+            str(tmp_path / "w"),
+            str(sdist),
+        ],
+        tmp_path,
+        env,
+    )
     with zipfile.ZipFile(next((tmp_path / "w").glob("e2econd-*-py3-none-any.whl"))) as z:
         names = set(z.namelist())
     assert {f"e2econd/_csrc/{f}" for f in B.package_files(str(ROOT / "csrc"))} <= names
@@ -139,6 +156,7 @@ def test_failed_jit_compile_falls_back_and_is_not_retried(tmp_path, monkeypatch)
     src = tmp_path / "csrc"
     src.mkdir()
     (src / "e2econd.cpp").write_text("#include <e2econd_no_such_header.h>\n")
+    (src / "sources.txt").write_text("e2econd.cpp\n")
     monkeypatch.setenv("E2ECOND_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("E2ECOND_CUDA", "0")
     loaded, source, error = _jit.load_or_compile(str(src))
@@ -167,15 +185,21 @@ def test_concurrent_first_uses_compile_once_then_load_from_the_cache(tmp_path):
     src = tmp_path / "csrc"
     src.mkdir()
     (src / "e2econd.cpp").write_text(TINY_LIB)
+    (src / "sources.txt").write_text("e2econd.cpp\n")
     code = textwrap.dedent(f"""
         import torch
         from e2econd.ops import _jit
         print(_jit.load_or_compile({str(src)!r}), torch.ops.e2econd.build_info())
     """)
-    env = _clean_env(E2ECOND_DISABLE_EXT="1", E2ECOND_CUDA="0", E2ECOND_CACHE=str(tmp_path / "cache"),
-                     PYTHONPATH=str(ROOT))
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    env = _clean_env(
+        E2ECOND_DISABLE_EXT="1", E2ECOND_CUDA="0", E2ECOND_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT)
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=900) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert all("(True, 'JIT-compiled (" in o and "tiny-test-library" in o for o, _ in outs), outs
@@ -192,8 +216,14 @@ def test_a_prebuilt_extension_that_fails_to_import_is_reported(tmp_path):
     (pkg / f"_C{suffix}").write_bytes(b"not a shared library")
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), E2ECOND_CACHE=str(tmp_path / "cache"))
     env.pop("E2ECOND_DISABLE_EXT", None)
-    out = subprocess.run([sys.executable, "-m", "e2econd", "info", "--json"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "e2econd", "info", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     b = json.loads(out.stdout)["backend"]
     assert not b["extension_loaded"] and b["active"] == "reference"
@@ -210,8 +240,14 @@ def test_a_prebuilt_extension_for_another_torch_is_not_imported(tmp_path):
     (pkg / B.TORCH_STAMP).write_text(json.dumps({"torch": "0.0.1", "git": "abc", "cuda": None}))
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), E2ECOND_CACHE=str(tmp_path / "cache"))
     env.pop("E2ECOND_DISABLE_EXT", None)
-    out = subprocess.run([sys.executable, "-m", "e2econd", "info", "--json"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "e2econd", "info", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     err = json.loads(out.stdout)["backend"]["load_error"]
     assert err.startswith("prebuilt e2econd._C was built against torch 0.0.1 (git abc), this is torch "), err
@@ -220,8 +256,20 @@ def test_a_prebuilt_extension_for_another_torch_is_not_imported(tmp_path):
 
 # ------------------------------------------------------------------------------ fresh venvs (CI)
 def _copy_tree(dst: Path) -> Path:
-    ignore = shutil.ignore_patterns(".venv", "build", "dist", "demo", "runs", ".git", "*.egg-info", "_C*.so",
-                                    "__pycache__", ".pytest_cache", ".ruff_cache", "shared")
+    ignore = shutil.ignore_patterns(
+        ".venv",
+        "build",
+        "dist",
+        "demo",
+        "runs",
+        ".git",
+        "*.egg-info",
+        "_C*.so",
+        "__pycache__",
+        ".pytest_cache",
+        ".ruff_cache",
+        "shared",
+    )
     shutil.copytree(ROOT, dst, ignore=ignore)
     return dst
 
@@ -246,16 +294,32 @@ def test_wheel_installed_into_a_fresh_venv_runs_its_kernels(tmp_path):
     test run outside the source tree, against the installed copy."""
     src = _copy_tree(tmp_path / "src")
     env = _clean_env(E2ECOND_CUDA="0")  # the CUDA compile is checked by `make setup`; this checks packaging
-    _sh([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(tmp_path / "dist"),
-         str(src)], tmp_path, env)
+    _sh(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-build-isolation",
+            "--no-deps",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        tmp_path,
+        env,
+    )
     wheel = next((tmp_path / "dist").glob("e2econd-*.whl"))
     venv = tmp_path / "wv"
     _sh([sys.executable, "-m", "venv", str(venv)], tmp_path)
     py = venv / "bin" / "python"
     site = _sh([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path).strip()
     Path(site, "parent-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _sh([str(py), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", "--no-index", str(wheel)],
-        tmp_path, env)
+    _sh(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", "--no-index", str(wheel)],
+        tmp_path,
+        env,
+    )
     run = tmp_path / "run"
     (run / "t").mkdir(parents=True)
     shutil.copy(ROOT / "tests" / "ops" / "test_diffusion_step.py", run / "t")

@@ -133,8 +133,10 @@ def test_checkers_find_what_they_should(tmp_path):
     (pkg / "b.py").write_text("def f():\n    from e2econd import a\n")
     (pkg / "c.py").write_text("from . import b\n")
     paths = sorted(pkg.glob("*.py"))
-    assert oversized(paths, tmp_path) == [f"e2econd/big.py ({MAX_FILE_LINES + 1} lines)",
-                                          f"e2econd/long.py::too_long ({MAX_FUNCTION_LINES + 1} lines)"]
+    assert oversized(paths, tmp_path) == [
+        f"e2econd/big.py ({MAX_FILE_LINES + 1} lines)",
+        f"e2econd/long.py::too_long ({MAX_FUNCTION_LINES + 1} lines)",
+    ]
     graph = import_graph(paths, tmp_path)
     assert graph["e2econd.c"] == {"e2econd.b"}
     assert cycles(graph) == [["e2econd.a", "e2econd.b"]]
@@ -148,8 +150,9 @@ def test_checkers_find_what_they_should(tmp_path):
 def test_no_file_or_function_over_the_limits():
     allowed = size_exceptions(DESIGN.read_text())
     over = [o for o in oversized(_sources()) if o.rsplit(" (", 1)[0] not in allowed]
-    assert not over, "over the limits (split it, or justify it under '### Size exceptions' in DESIGN.md): " + \
-        ", ".join(over)
+    assert not over, "over the limits (split it, or justify it under '### Size exceptions' in DESIGN.md): " + ", ".join(
+        over
+    )
 
 
 def test_size_exceptions_are_still_needed():

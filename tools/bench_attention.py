@@ -94,8 +94,12 @@ def _impls(lengths, H, D, dtype, device, quick=False, packed_only=False):
     impls["sdpa_mask"] = ("padded", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask))
 
     def sdpa_loop(q, k, v):
-        outs = [F.scaled_dot_product_attention(*(x[starts[b] : starts[b + 1]].transpose(0, 1)[None] for x in (q, k, v)))
-                [0].transpose(0, 1) for b in range(B)]
+        outs = [
+            F.scaled_dot_product_attention(*(x[starts[b] : starts[b + 1]].transpose(0, 1)[None] for x in (q, k, v)))[
+                0
+            ].transpose(0, 1)
+            for b in range(B)
+        ]
         return torch.cat(outs, 0)
 
     impls["sdpa_loop"] = ("packed", sdpa_loop)
@@ -159,8 +163,9 @@ def gpu_preset_shape(device: str, quick: bool) -> tuple[list[int], int, int]:
 
     cfg = preset("gpu")
     B = cfg.train.batch_size if device.startswith("cuda") else 4
-    lengths = realistic_lengths(B, median=700.0 if device.startswith("cuda") else 150.0,
-                                hi=2000 if device.startswith("cuda") else 300)
+    lengths = realistic_lengths(
+        B, median=700.0 if device.startswith("cuda") else 150.0, hi=2000 if device.startswith("cuda") else 300
+    )
     return lengths, cfg.model.heads, cfg.model.width // cfg.model.heads
 
 
@@ -186,9 +191,18 @@ def attention_rows(device: str, quick: bool) -> list[dict]:
             for name, (layout, fn) in impls.items():
                 for mode in ("fwd", "fwd+bwd"):
                     row = {
-                        "kernel": "attention", "case": case, "impl": name, "layout": layout, "pass": mode,
-                        "dtype": str(dtype).replace("torch.", ""), "device": device, "B": len(lengths), "H": H,
-                        "D": D, "tokens": sum(lengths), "max_len": max(lengths),
+                        "kernel": "attention",
+                        "case": case,
+                        "impl": name,
+                        "layout": layout,
+                        "pass": mode,
+                        "dtype": str(dtype).replace("torch.", ""),
+                        "device": device,
+                        "B": len(lengths),
+                        "H": H,
+                        "D": D,
+                        "tokens": sum(lengths),
+                        "max_len": max(lengths),
                         "median_len": int(statistics.median(lengths)),
                     }
                     if isinstance(fn, str):
@@ -196,6 +210,7 @@ def attention_rows(device: str, quick: bool) -> list[dict]:
                         continue
                     base = padded if layout == "padded" else packed
                     if mode == "fwd":
+
                         def run(fn=fn, base=base):
                             with torch.no_grad():
                                 return fn(*base)
@@ -206,6 +221,7 @@ def attention_rows(device: str, quick: bool) -> list[dict]:
                         def run(fn=fn, leaves=leaves, grad=grad):
                             out = fn(*leaves)
                             torch.autograd.grad(out, leaves, grad)
+
                     w, n = (warmup, repeats)
                     if name == "reference" and not device.startswith("cuda") and not quick:
                         w, n = 0, 2  # ~20-60 s per call on 2 CPU cores: two timed calls
@@ -236,8 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from e2econd.utils import provenance, write_json_atomic
 
-        write_json_atomic(args.json, {"provenance": provenance({"quick": args.quick, "device": args.device}),
-                                      "backend": backend(), "threads": torch.get_num_threads(), "rows": rows})
+        write_json_atomic(
+            args.json,
+            {
+                "provenance": provenance({"quick": args.quick, "device": args.device}),
+                "backend": backend(),
+                "threads": torch.get_num_threads(),
+                "rows": rows,
+            },
+        )
     for r in rows:
         print(_fmt(r))
     return 0

@@ -63,13 +63,20 @@ def main(argv=None) -> int:
     rows = []
     for mib in (int(m) for m in args.mib.split(",")):
         s = stream_bandwidth(mib << 20, repeats=args.repeats)
-        r = {"mib": mib, "copy_gbps": s["copy_gbps"], "triad_gbps": s["triad_gbps"],
-             "step_ddim_gbps": step_gbps(mib, "ddim", args.repeats),
-             "step_philox_gbps": step_gbps(mib, "philox", max(args.repeats // 2, 1)),
-             "load": os.getloadavg()[0]}
+        r = {
+            "mib": mib,
+            "copy_gbps": s["copy_gbps"],
+            "triad_gbps": s["triad_gbps"],
+            "step_ddim_gbps": step_gbps(mib, "ddim", args.repeats),
+            "step_philox_gbps": step_gbps(mib, "philox", max(args.repeats // 2, 1)),
+            "load": os.getloadavg()[0],
+        }
         rows.append(r)
-        print(f"{mib:9d} {r['copy_gbps']:10.2f} {r['triad_gbps']:10.2f} {r['step_ddim_gbps']:10.2f} "
-              f"{r['step_philox_gbps']:11.2f}   (load {r['load']:.1f})", flush=True)
+        print(
+            f"{mib:9d} {r['copy_gbps']:10.2f} {r['triad_gbps']:10.2f} {r['step_ddim_gbps']:10.2f} "
+            f"{r['step_philox_gbps']:11.2f}   (load {r['load']:.1f})",
+            flush=True,
+        )
     if args.json:
         from e2econd.utils import provenance, write_json_atomic
 

@@ -115,13 +115,19 @@ def diffusion_step_rows(device: str, quick: bool, stream_mib: int | None = None,
                 nbytes = _bytes(x, case)
                 copy = copy_bandwidth(nbytes, device, warmup, repeats)
                 base = {
-                    "kernel": "diffusion_step", "case": case, "device": device,
-                    "dtype": str(dtype).replace("torch.", ""), "B": B, "N": N, "F": F, "numel": x.numel(),
-                    "bytes": nbytes, "copy_gbps": copy["gbps"], "llc_bytes": llc,
+                    "kernel": "diffusion_step",
+                    "case": case,
+                    "device": device,
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "B": B,
+                    "N": N,
+                    "F": F,
+                    "numel": x.numel(),
+                    "bytes": nbytes,
+                    "copy_gbps": copy["gbps"],
+                    "llc_bytes": llc,
                 }
-                impls = {
-                    "eager_ref": lambda x=x, v=v, coef=coef, kw=kw: diffusion_step_reference(x, v, coef, **kw)
-                }
+                impls = {"eager_ref": lambda x=x, v=v, coef=coef, kw=kw: diffusion_step_reference(x, v, coef, **kw)}
                 if case in compile_cases:
                     compiled = torch.compile(diffusion_step_reference, fullgraph=True, dynamic=False)
                     impls["compiled_ref"] = lambda x=x, v=v, coef=coef, kw=kw, f=compiled: f(x, v, coef, **kw)
@@ -130,9 +136,7 @@ def diffusion_step_rows(device: str, quick: bool, stream_mib: int | None = None,
                     kwi = {k: val for k, val in kw.items() if k != "return_x0"}
                     xi = x.clone()
                     # in place on a scratch copy: every call does the same work on fresh-looking data
-                    impls["ours_inplace"] = lambda xi=xi, v=v, coef=coef, kw=kwi: diffusion_step_(
-                        xi, v, coef, **kw
-                    )
+                    impls["ours_inplace"] = lambda xi=xi, v=v, coef=coef, kw=kwi: diffusion_step_(xi, v, coef, **kw)
                 results = {}
                 for name, fn in impls.items():
                     row = {**base, "impl": name}
@@ -157,7 +161,7 @@ def diffusion_step_rows(device: str, quick: bool, stream_mib: int | None = None,
                     if triad:
                         rows[-1]["pct_triad"] = 100 * gbps / triad
                     print(_fmt(rows[-1]), file=sys.stderr, flush=True)
-                for r in rows[-len(impls):]:
+                for r in rows[-len(impls) :]:
                     if r.get("status") != "ok" or not r["impl"].startswith("ours"):
                         continue
                     for ref in ("eager", "compiled"):
@@ -173,9 +177,19 @@ def _stream_row(device: str, stream_mib: int | None, repeats: int) -> dict:
     """STREAM copy / triad at >= 4x LLC (or ``stream_mib`` MiB per array), the CPU's DRAM limit."""
     nbytes = (stream_mib << 20) if stream_mib else dram_array_bytes()
     r = stream_bandwidth(nbytes, device, repeats=repeats)
-    return {"kernel": "stream", "case": f"{r['array_bytes'] >> 20}MiB", "impl": "triad", "dtype": "float32",
-            "device": device, "status": "ok", "median_ms": r["triad_ms"], "gbps": r["triad_gbps"],
-            "copy_gbps": r["copy_gbps"], "pct_copy": 100 * r["triad_gbps"] / r["copy_gbps"], **r}
+    return {
+        "kernel": "stream",
+        "case": f"{r['array_bytes'] >> 20}MiB",
+        "impl": "triad",
+        "dtype": "float32",
+        "device": device,
+        "status": "ok",
+        "median_ms": r["triad_ms"],
+        "gbps": r["triad_gbps"],
+        "copy_gbps": r["copy_gbps"],
+        "pct_copy": 100 * r["triad_gbps"] / r["copy_gbps"],
+        **r,
+    }
 
 
 def _dram_step_rows(device: str, F: int, stream: dict, repeats: int) -> list[dict]:
@@ -196,14 +210,31 @@ def _dram_case(device, case, B, N, F, stream, repeats) -> list[dict]:
     kwi = {k: val for k, val in kw.items() if k != "return_x0"}
     nbytes = _bytes(x, case)
     rows = []
-    for name, fn in (("ours", lambda: diffusion_step(x, v, coef, **kw)),
-                     ("ours_inplace", lambda: diffusion_step_(x, v, coef, **kwi))):
+    for name, fn in (
+        ("ours", lambda: diffusion_step(x, v, coef, **kw)),
+        ("ours_inplace", lambda: diffusion_step_(x, v, coef, **kwi)),
+    ):
         stats = time_fn(fn, 1, repeats, device)
         gbps = nbytes / (stats["median_ms"] * 1e-3) / 1e9
-        rows.append({"kernel": "diffusion_step", "case": f"{case}_dram", "impl": name, "device": device,
-                     "dtype": "float32", "B": B, "N": N, "F": F, "numel": x.numel(), "bytes": nbytes,
-                     "status": "ok", **stats, "gbps": gbps, "pct_copy": 100 * gbps / stream["copy_gbps"],
-                     "pct_triad": 100 * gbps / stream["triad_gbps"]})
+        rows.append(
+            {
+                "kernel": "diffusion_step",
+                "case": f"{case}_dram",
+                "impl": name,
+                "device": device,
+                "dtype": "float32",
+                "B": B,
+                "N": N,
+                "F": F,
+                "numel": x.numel(),
+                "bytes": nbytes,
+                "status": "ok",
+                **stats,
+                "gbps": gbps,
+                "pct_copy": 100 * gbps / stream["copy_gbps"],
+                "pct_triad": 100 * gbps / stream["triad_gbps"],
+            }
+        )
         print(_fmt(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -242,8 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (about a minute on CPU)")
     ap.add_argument("--json", default=None, help="write rows, copy bandwidth and provenance here")
     ap.add_argument("--skip-attention", action="store_true", help="only the diffusion_step rows")
-    ap.add_argument("--stream-mib", type=int, default=None,
-                    help="CPU: MiB per STREAM array (default: 4x the last-level cache, >= 1 GiB)")
+    ap.add_argument(
+        "--stream-mib",
+        type=int,
+        default=None,
+        help="CPU: MiB per STREAM array (default: 4x the last-level cache, >= 1 GiB)",
+    )
     ap.add_argument("--no-compile", action="store_true", help="no torch.compile'd reference rows")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -257,10 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from e2econd.utils import provenance, write_json_atomic
 
-        write_json_atomic(args.json, {
-            "provenance": provenance({"quick": args.quick, "device": args.device}),
-            "backend": backend(), "threads": torch.get_num_threads(), "rows": rows,
-        })
+        write_json_atomic(
+            args.json,
+            {
+                "provenance": provenance({"quick": args.quick, "device": args.device}),
+                "backend": backend(),
+                "threads": torch.get_num_threads(),
+                "rows": rows,
+            },
+        )
     return 0
 
 

@@ -30,8 +30,12 @@ def main(argv=None) -> int:
     ap.add_argument("--n-ddpm", type=int, default=None, help="jets for ddpm (default: --n)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--config", action="append", default=None,
-                    help="sampler:steps (repeatable); default ddpm:512 dpmpp2m:32 dpmpp2m:16 dpmpp2m:8 ddim:32")
+    ap.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help="sampler:steps (repeatable); default ddpm:512 dpmpp2m:32 dpmpp2m:16 dpmpp2m:8 ddim:32",
+    )
     ap.add_argument("--format", default="parquet", choices=["parquet", "h5"])
     ap.add_argument("--json", default=None)
     ap.add_argument("--no-cuda-graphs", action="store_true", help="CUDA: evaluate the network eagerly")
@@ -44,32 +48,66 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up (loads the run, first-call overheads)
-        sample_to_file(args.run_dir, Path(tmp) / f"warm.{args.format}",
-                       SampleOptions(n=4, pt=args.pt, steps=2, device=args.device), progress=False)
+        sample_to_file(
+            args.run_dir,
+            Path(tmp) / f"warm.{args.format}",
+            SampleOptions(n=4, pt=args.pt, steps=2, device=args.device),
+            progress=False,
+        )
         for cfg in configs:
             name, steps = cfg.split(":")
             n = args.n_ddpm if (name == "ddpm" and args.n_ddpm) else args.n
-            opts = SampleOptions(n=n, pt=args.pt, sampler=name, steps=int(steps), device=args.device,
-                                 batch_size=args.batch_size, seed=0, cuda_graphs=graphs)
+            opts = SampleOptions(
+                n=n,
+                pt=args.pt,
+                sampler=name,
+                steps=int(steps),
+                device=args.device,
+                batch_size=args.batch_size,
+                seed=0,
+                cuda_graphs=graphs,
+            )
             s = sample_to_file(args.run_dir, Path(tmp) / f"gen.{args.format}", opts, progress=False)
             t = s["timing"]
-            rows.append({"sampler": name, "steps": int(steps), "jets": n, "jets_per_s": t["jets_per_s"],
-                         "total_s": t["total_s"], "network_s": t["network_s"], "update_s": t["update_s"],
-                         "other_s": t["other_s"], "hits_per_jet": t["hits"] / max(t["jets"], 1)})
-            print(f"{name:8s} {steps:>4s} steps: {t['jets_per_s']:9.2f} jets/s  (network {t['network_s']:.1f} s, "
-                  f"update {t['update_s']:.2f} s, other {t['other_s']:.1f} s)", flush=True)
+            rows.append(
+                {
+                    "sampler": name,
+                    "steps": int(steps),
+                    "jets": n,
+                    "jets_per_s": t["jets_per_s"],
+                    "total_s": t["total_s"],
+                    "network_s": t["network_s"],
+                    "update_s": t["update_s"],
+                    "other_s": t["other_s"],
+                    "hits_per_jet": t["hits"] / max(t["jets"], 1),
+                }
+            )
+            print(
+                f"{name:8s} {steps:>4s} steps: {t['jets_per_s']:9.2f} jets/s  (network {t['network_s']:.1f} s, "
+                f"update {t['update_s']:.2f} s, other {t['other_s']:.1f} s)",
+                flush=True,
+            )
     base = rows[0]["jets_per_s"]
     print(f"\n{'sampler':8s} {'steps':>5s} {'jets/s':>9s} {'speed-up':>9s} {'net %':>6s} {'upd %':>6s} {'other %':>7s}")
     for r in rows:
         r["speedup_vs_first"] = r["jets_per_s"] / base
         tot = r["total_s"]
-        print(f"{r['sampler']:8s} {r['steps']:5d} {r['jets_per_s']:9.2f} {r['speedup_vs_first']:9.1f} "
-              f"{100 * r['network_s'] / tot:6.1f} {100 * r['update_s'] / tot:6.1f} {100 * r['other_s'] / tot:7.1f}")
+        print(
+            f"{r['sampler']:8s} {r['steps']:5d} {r['jets_per_s']:9.2f} {r['speedup_vs_first']:9.1f} "
+            f"{100 * r['network_s'] / tot:6.1f} {100 * r['update_s'] / tot:6.1f} {100 * r['other_s'] / tot:7.1f}"
+        )
     if args.json:
-        meta = {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-                "torch": torch.__version__, "device": args.device, "cuda_graphs": graphs,
-                "threads": torch.get_num_threads(),
-                "run_dir": args.run_dir, "pt": args.pt, "argv": sys.argv}
+        meta = {
+            "date": date.today().isoformat(),
+            "machine": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "device": args.device,
+            "cuda_graphs": graphs,
+            "threads": torch.get_num_threads(),
+            "run_dir": args.run_dir,
+            "pt": args.pt,
+            "argv": sys.argv,
+        }
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0
 

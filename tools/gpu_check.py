@@ -50,19 +50,31 @@ def probe(out: str) -> int:
     from e2econd.ops import backend
     from e2econd.ops.attention import varlen_available
 
-    info = {"python": sys.version.split()[0], "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "cuda_available": torch.cuda.is_available(), "varlen_attn": varlen_available(),
-            "nvcc": _sh(["nvcc", "--version"]).splitlines()[-1:] or None,
-            "nvidia_smi": _sh(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem",
-                               "--format=csv,noheader"]),
-            "compute_sanitizer": _sh(["compute-sanitizer", "--version"]).splitlines()[-1:] or None,
-            "cpu_threads": torch.get_num_threads(), "backend": backend()}
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "varlen_attn": varlen_available(),
+        "nvcc": _sh(["nvcc", "--version"]).splitlines()[-1:] or None,
+        "nvidia_smi": _sh(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem", "--format=csv,noheader"]
+        ),
+        "compute_sanitizer": _sh(["compute-sanitizer", "--version"]).splitlines()[-1:] or None,
+        "cpu_threads": torch.get_num_threads(),
+        "backend": backend(),
+    }
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         cap = torch.cuda.get_device_capability(0)
-        info.update(gpu=p.name, capability=f"{cap[0]}.{cap[1]}", sms=p.multi_processor_count,
-                    memory_gib=round(p.total_memory / 2**30, 1), l2_mib=getattr(p, "L2_cache_size", 0) / 2**20,
-                    arch_list=f"{cap[0]}.{cap[1]}")
+        info.update(
+            gpu=p.name,
+            capability=f"{cap[0]}.{cap[1]}",
+            sms=p.multi_processor_count,
+            memory_gib=round(p.total_memory / 2**30, 1),
+            l2_mib=getattr(p, "L2_cache_size", 0) / 2**20,
+            arch_list=f"{cap[0]}.{cap[1]}",
+        )
     _write(out, info)
     return 0
 
@@ -100,8 +112,16 @@ def ops(device: str, out_json: str, small: bool = False) -> int:
                     rout = packed_attention(*refs, cu, mx)
                 rgrads = torch.autograd.grad(rout, refs, gout.double())
                 errs = [_rel(a, b) for a, b in zip((out, *grads), (rout, *rgrads))]
-                res["checks"].append({"op": "packed_attention", "dtype": str(dtype)[6:], "impl": impl, "path": path,
-                                      "D": D, "max_rel_err": max(errs)})
+                res["checks"].append(
+                    {
+                        "op": "packed_attention",
+                        "dtype": str(dtype)[6:],
+                        "impl": impl,
+                        "path": path,
+                        "D": D,
+                        "max_rel_err": max(errs),
+                    }
+                )
         B, N = 3, 64
         lens = torch.tensor([0, 20, 64], device=device)
         xs = [torch.randn(B, 2, N, 16, generator=g).to(device, dtype).requires_grad_(True) for _ in range(3)]
@@ -113,8 +133,7 @@ def ops(device: str, out_json: str, small: bool = False) -> int:
             v = torch.randn(B, N, 3, generator=g).to(device, dtype)
             coef = torch.rand(B, 6, generator=g).to(device)
             mask = torch.rand(B, N, generator=g).to(device) > 0.3
-            o, x0 = diffusion_step(x, v, coef, mask=mask, x0_prev=x.clone(), seed=3, offset=1, clip=2.0,
-                                   return_x0=True)
+            o, x0 = diffusion_step(x, v, coef, mask=mask, x0_prev=x.clone(), seed=3, offset=1, clip=2.0, return_x0=True)
             with reference_mode():
                 ro, _ = diffusion_step(x, v, coef, mask=mask, x0_prev=x.clone(), seed=3, offset=1, clip=2.0)
             xi = x.clone()
@@ -174,9 +193,15 @@ def _train_once(data: Path, run: Path, device: str, steps: int, tiny: bool, impl
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     rates = [r["jets_per_s"] for r in rows if "jets_per_s" in r][1:] or [float("nan")]
-    return {"attention": impl, "steps": steps, "batch_size": cfg.train.batch_size, "wall_s": wall,
-            "jets_per_s": statistics.median(rates), "log_rows": len(rates),
-            "hits_per_s": statistics.median([r["hits_per_s"] for r in rows if "hits_per_s" in r][1:] or [0.0])}
+    return {
+        "attention": impl,
+        "steps": steps,
+        "batch_size": cfg.train.batch_size,
+        "wall_s": wall,
+        "jets_per_s": statistics.median(rates),
+        "log_rows": len(rates),
+        "hits_per_s": statistics.median([r["hits_per_s"] for r in rows if "hits_per_s" in r][1:] or [0.0]),
+    }
 
 
 def train_sample(device: str, work: str, out: str, steps: int, n_jets: int, n_sample: int, tiny: bool) -> int:
@@ -199,18 +224,28 @@ def train_sample(device: str, work: str, out: str, steps: int, n_jets: int, n_sa
         _write(out, res)
     os.environ["E2ECOND_ATTENTION"] = "auto"
     run = work / "run_auto"
-    for graphs in ([True, False] if device == "cuda" else [None]):
+    for graphs in [True, False] if device == "cuda" else [None]:
         try:
             opts = SampleOptions(n=n_sample, pt=None, seed=1, device=device, cuda_graphs=graphs)
-            sample_to_file(run, work / "warm.h5", SampleOptions(n=8, steps=2, device=device, cuda_graphs=graphs),
-                           progress=False)
+            sample_to_file(
+                run, work / "warm.h5", SampleOptions(n=8, steps=2, device=device, cuda_graphs=graphs), progress=False
+            )
             s = sample_to_file(run, work / "gen.h5", opts, progress=False)
             t = s["timing"]
             loop = t["total_s"] - t["other_s"]
-            res["sample"].append({"sampler": s["sampler"], "steps": s["steps"], "jets": s["jets"],
-                                  "cuda_graphs": graphs, "jets_per_s_end_to_end": t["jets_per_s"], "loop_s": loop,
-                                  "jets_per_s_loop": s["jets"] / loop if loop > 0 else float("nan"),
-                                  "hits_per_jet": t["hits"] / max(t["jets"], 1), "timing": t})
+            res["sample"].append(
+                {
+                    "sampler": s["sampler"],
+                    "steps": s["steps"],
+                    "jets": s["jets"],
+                    "cuda_graphs": graphs,
+                    "jets_per_s_end_to_end": t["jets_per_s"],
+                    "loop_s": loop,
+                    "jets_per_s_loop": s["jets"] / loop if loop > 0 else float("nan"),
+                    "hits_per_jet": t["hits"] / max(t["jets"], 1),
+                    "timing": t,
+                }
+            )
         except Exception as exc:  # noqa: BLE001
             res["sample"].append({"cuda_graphs": graphs, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
         _write(out, res)
@@ -231,8 +266,14 @@ def _stages(path: Path) -> list[dict]:
     if path.exists():
         for line in path.read_text().splitlines():
             name, rc, secs, limit = (line.split("\t") + ["", "", "", ""])[:4]
-            rows.append({"stage": name, "rc": int(rc) if rc.lstrip("-").isdigit() else rc,
-                         "seconds": float(secs or 0), "timeout_s": limit})
+            rows.append(
+                {
+                    "stage": name,
+                    "rc": int(rc) if rc.lstrip("-").isdigit() else rc,
+                    "seconds": float(secs or 0),
+                    "timeout_s": limit,
+                }
+            )
     return rows
 
 
@@ -244,9 +285,11 @@ def _bench_summary(bench) -> list[str]:
         if r.get("status") != "ok":
             continue
         if r.get("kernel") == "diffusion_step" and r.get("impl") in ("ours", "ours_inplace"):
-            out.append(f"step {r['case']} {r['dtype']} {r['impl']}: {r['median_ms']:.3f} ms, {r['gbps']:.0f} GB/s = "
-                       f"{r['pct_copy']:.0f}% copy" + (f", x{r['speedup_vs_compiled']:.2f} compiled"
-                                                       if r.get("speedup_vs_compiled") else ""))
+            out.append(
+                f"step {r['case']} {r['dtype']} {r['impl']}: {r['median_ms']:.3f} ms, {r['gbps']:.0f} GB/s = "
+                f"{r['pct_copy']:.0f}% copy"
+                + (f", x{r['speedup_vs_compiled']:.2f} compiled" if r.get("speedup_vs_compiled") else "")
+            )
         if r.get("kernel") == "stream":
             out.append(f"stream {r['case']}: triad {r['triad_gbps']:.1f} GB/s, copy {r['copy_gbps']:.1f} GB/s")
         if r.get("kernel") == "attention" and r.get("case") == "gpu_preset":
@@ -257,8 +300,13 @@ def _bench_summary(bench) -> list[str]:
 def report(outdir: str, work: str | None) -> int:
     od = Path(outdir)
     wd = Path(work) if work else od
-    res = {"stages": _stages(wd / "stages.tsv"), "probe": _load(od / "probe.json"), "ops": _load(wd / "ops.json"),
-           "bench": _load(od / "bench_kernels.json"), "train_sample": _load(od / "train_sample.json")}
+    res = {
+        "stages": _stages(wd / "stages.tsv"),
+        "probe": _load(od / "probe.json"),
+        "ops": _load(wd / "ops.json"),
+        "bench": _load(od / "bench_kernels.json"),
+        "train_sample": _load(od / "train_sample.json"),
+    }
     san = (od / "sanitizer.txt").read_text() if (od / "sanitizer.txt").exists() else ""
     res["sanitizer_summary"] = [ln.strip() for ln in san.splitlines() if "SUMMARY" in ln]
     pyt = (od / "pytest_cuda.txt").read_text().strip().splitlines() if (od / "pytest_cuda.txt").exists() else []
@@ -267,20 +315,31 @@ def report(outdir: str, work: str | None) -> int:
     p = res["probe"] or {}
     notes = {
         "probe": f"{p.get('gpu', 'no GPU')} cc {p.get('capability', '-')}, torch {p.get('torch')}, "
-                 f"varlen_attn {p.get('varlen_attn')}",
+        f"varlen_attn {p.get('varlen_attn')}",
         "ops": f"ok={res['ops'].get('ok')} max rel err "
-               f"{max((c.get('max_rel_err', 0) for c in res['ops']['checks']), default=0):.2e}" if res["ops"] else "",
+        f"{max((c.get('max_rel_err', 0) for c in res['ops']['checks']), default=0):.2e}"
+        if res["ops"]
+        else "",
         "memcheck": "; ".join(s for s in res["sanitizer_summary"] if "ERROR" in s)[:100],
         "racecheck": "; ".join(s for s in res["sanitizer_summary"] if "RACECHECK" in s)[:100],
         "pytest_cuda": (res["pytest_summary"] or "")[:100],
     }
     ts = res["train_sample"] or {}
     notes["train_sample"] = "; ".join(
-        [f"train[{r['attention']}] {r['jets_per_s']:.0f} jets/s" if "jets_per_s" in r else
-         f"train[{r.get('attention')}] {r.get('error', '')[:60]}" for r in ts.get("train", [])]
-        + [f"sample[graphs={r['cuda_graphs']}] {r['jets_per_s_loop']:.0f} jets/s loop, "
-           f"{r['jets_per_s_end_to_end']:.0f} e2e" if "jets_per_s_loop" in r else
-           f"sample {r.get('error', '')[:60]}" for r in ts.get("sample", [])])
+        [
+            f"train[{r['attention']}] {r['jets_per_s']:.0f} jets/s"
+            if "jets_per_s" in r
+            else f"train[{r.get('attention')}] {r.get('error', '')[:60]}"
+            for r in ts.get("train", [])
+        ]
+        + [
+            f"sample[graphs={r['cuda_graphs']}] {r['jets_per_s_loop']:.0f} jets/s loop, "
+            f"{r['jets_per_s_end_to_end']:.0f} e2e"
+            if "jets_per_s_loop" in r
+            else f"sample {r.get('error', '')[:60]}"
+            for r in ts.get("sample", [])
+        ]
+    )
     for s in res["stages"]:
         lines.append(f"| {s['stage']} | {s['rc']} | {s['seconds']:.0f} | {notes.get(s['stage'], '')} |")
     lines += ["", *[f"- {b}" for b in _bench_summary(res["bench"])]]

@@ -73,12 +73,18 @@ def main() -> None:
         c = (np.full(n, 150.0), np.full(n, 15.0), np.full(n, label))
         target = _features(cf.make_toy_images(c[0], c[2], seed=100 + label))
         floor = _features(cf.make_toy_images(c[0], c[2], seed=200 + label))
-        gens = {name: _features(Generator(r, SampleOptions(steps=16, device="cpu", seed=1)).generate(*c, 0))
-                for name, r in (("trained", run), ("untrained", fresh))}
+        gens = {
+            name: _features(Generator(r, SampleOptions(steps=16, device="cpu", seed=1)).generate(*c, 0))
+            for name, r in (("trained", run), ("untrained", fresh))
+        }
         out["w1"][f"y={label}"] = {
-            k: {"trained": wasserstein_distance(target[k], gens["trained"][k]),
+            k: {
+                "trained": wasserstein_distance(target[k], gens["trained"][k]),
                 "untrained": wasserstein_distance(target[k], gens["untrained"][k]),
-                "floor": wasserstein_distance(target[k], floor[k])} for k in target}
+                "floor": wasserstein_distance(target[k], floor[k]),
+            }
+            for k in target
+        }
     print(json.dumps(out, indent=1))
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))

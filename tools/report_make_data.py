@@ -28,16 +28,30 @@ from e2econd.generate.imaging import image_observables
 from e2econd.generate.make_data import ETA_MAX, PROCESSES, UNIT_SIZE, generate_unit
 from e2econd.utils import provenance, write_json_atomic
 
-REF = {"top": "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102.stats.json",
-       "qg": "E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101.stats.json"}
+REF = {
+    "top": "E2Esim_TOP_IMGjet_R0.8_pu0_n200_seed102.stats.json",
+    "qg": "E2Esim_QG_IMGjet_R0.4_pu0_n300_seed101.stats.json",
+}
 
 
 def run(process: str, n: int, seed: int, workers: int) -> dict:
     spec = PROCESSES[process]
-    tasks = [{"process": process, "unit": k, "unit_size": UNIT_SIZE, "n": min(UNIT_SIZE, n - k * UNIT_SIZE),
-              "seed": seed, "R": spec["R"], "pt_min": spec["pt_min"], "pt_max": spec["pt_max"],
-              "eta_max": ETA_MAX, "detector": DetectorConfig().to_dict(), "pileup": 0.0}
-             for k in range(math.ceil(n / UNIT_SIZE))]
+    tasks = [
+        {
+            "process": process,
+            "unit": k,
+            "unit_size": UNIT_SIZE,
+            "n": min(UNIT_SIZE, n - k * UNIT_SIZE),
+            "seed": seed,
+            "R": spec["R"],
+            "pt_min": spec["pt_min"],
+            "pt_max": spec["pt_max"],
+            "eta_max": ETA_MAX,
+            "detector": DetectorConfig().to_dict(),
+            "pileup": 0.0,
+        }
+        for k in range(math.ceil(n / UNIT_SIZE))
+    ]
     t0 = time.perf_counter()
     if workers > 1:
         with mp.get_context("spawn").Pool(workers) as pool:
@@ -60,17 +74,25 @@ def _q(a, qs=(16, 50, 84)):
 def summarize(process: str, d: dict, ref: dict | None) -> dict:
     R = PROCESSES[process]["R"]
     o = image_observables(d["images"], R)
-    s: dict = {"n": int(len(d["pt"])), "events": d["events"],
-               "cpu_ms_per_jet": round(d["cpu_ms_per_jet"], 2),
-               "wall_s": round(d["wall_s"], 1), "pt_mean": round(float(d["pt"].mean()), 2),
-               "pt_min": round(float(d["pt"].min()), 2), "pt_max": round(float(d["pt"].max()), 2),
-               "m0_p16_p50_p84": _q(d["m0"]), "y_mean": round(float(d["y"].mean()), 4)}
+    s: dict = {
+        "n": int(len(d["pt"])),
+        "events": d["events"],
+        "cpu_ms_per_jet": round(d["cpu_ms_per_jet"], 2),
+        "wall_s": round(d["wall_s"], 1),
+        "pt_mean": round(float(d["pt"].mean()), 2),
+        "pt_min": round(float(d["pt"].min()), 2),
+        "pt_max": round(float(d["pt"].max()), 2),
+        "m0_p16_p50_p84": _q(d["m0"]),
+        "y_mean": round(float(d["y"].mean()), 4),
+    }
     for c, ref_name in (("tracks", "Tracks"), ("ecal", "ECAL"), ("hcal", "HCAL")):
-        s[c] = {"occupancy_mean": round(float(o[f"occupancy_{c}"].mean()), 5),
-                "occupancy_max": round(float(o[f"occupancy_{c}"].max()), 5),
-                "nonzero_mean": round(float(o[f"nonzero_{c}"].mean()), 1),
-                "sum_mean": round(float(o[f"sum_{c}"].mean()), 2),
-                "min_pixel": round(float(d["images"][:, ["tracks", "ecal", "hcal"].index(c)].min()), 4)}
+        s[c] = {
+            "occupancy_mean": round(float(o[f"occupancy_{c}"].mean()), 5),
+            "occupancy_max": round(float(o[f"occupancy_{c}"].max()), 5),
+            "nonzero_mean": round(float(o[f"nonzero_{c}"].mean()), 1),
+            "sum_mean": round(float(o[f"sum_{c}"].mean()), 2),
+            "min_pixel": round(float(d["images"][:, ["tracks", "ecal", "hcal"].index(c)].min()), 4),
+        }
         if ref is not None:
             s[c]["reference_nonzero_mean"] = round(ref[ref_name]["nonzero_mean"], 1)
             s[c]["reference_sum_mean"] = round(ref[ref_name]["sum_mean"], 2)
@@ -80,23 +102,28 @@ def summarize(process: str, d: dict, ref: dict | None) -> dict:
     s["tracks_sum_over_pt_median"] = round(float(np.median(o["sum_tracks"] / d["pt"])), 4)
     if ref is not None:
         s["reference_image_calo_sum_over_pt_mean"] = round(
-            (ref["ECAL"]["sum_mean"] + ref["HCAL"]["sum_mean"]) / ref["jets"]["pt_mean"], 4)
+            (ref["ECAL"]["sum_mean"] + ref["HCAL"]["sum_mean"]) / ref["jets"]["pt_mean"], 4
+        )
         s["reference_m0_p16_p50_p84"] = [round(x, 2) for x in ref["jets"]["m0_p16_p50_p84"]]
-    checks = {f"occupancy_{c}_lt_10pct": bool(o[f"occupancy_{c}"].mean() < 0.10)
-              for c in ("tracks", "ecal", "hcal")}
+    checks = {f"occupancy_{c}_lt_10pct": bool(o[f"occupancy_{c}"].mean() < 0.10) for c in ("tracks", "ecal", "hcal")}
     if process == "top":
         checks["top_mass_median_150_200"] = bool(150 < np.median(d["m0"]) < 200)
     else:
         q, g = d["y"] == 1, d["y"] == 0
-        s["quark"] = {"n": int(q.sum()), "girth_mean": round(float(o["girth"][q].mean()), 4),
-                      "track_pixels_mean": round(float(o["n_track_pix"][q].mean()), 2),
-                      "m0_median": round(float(np.median(d["m0"][q])), 2)}
-        s["gluon"] = {"n": int(g.sum()), "girth_mean": round(float(o["girth"][g].mean()), 4),
-                      "track_pixels_mean": round(float(o["n_track_pix"][g].mean()), 2),
-                      "m0_median": round(float(np.median(d["m0"][g])), 2)}
+        s["quark"] = {
+            "n": int(q.sum()),
+            "girth_mean": round(float(o["girth"][q].mean()), 4),
+            "track_pixels_mean": round(float(o["n_track_pix"][q].mean()), 2),
+            "m0_median": round(float(np.median(d["m0"][q])), 2),
+        }
+        s["gluon"] = {
+            "n": int(g.sum()),
+            "girth_mean": round(float(o["girth"][g].mean()), 4),
+            "track_pixels_mean": round(float(o["n_track_pix"][g].mean()), 2),
+            "m0_median": round(float(np.median(d["m0"][g])), 2),
+        }
         checks["gluon_wider_than_quark"] = s["gluon"]["girth_mean"] > s["quark"]["girth_mean"]
-        checks["gluon_more_tracks_than_quark"] = (s["gluon"]["track_pixels_mean"]
-                                                  > s["quark"]["track_pixels_mean"])
+        checks["gluon_more_tracks_than_quark"] = s["gluon"]["track_pixels_mean"] > s["quark"]["track_pixels_mean"]
     checks["calo_cone_response_0.75_1.05"] = bool(0.75 < s["calo_cone_over_jet_energy_p16_p50_p84"][1] < 1.05)
     s["checks"] = checks
     return s
@@ -108,27 +135,37 @@ def markdown(report: dict) -> str:
         if proc not in report:
             continue
         s = report[proc]
-        lines += [f"## {proc}: {s['n']} jets ({s['events']} events), {s['cpu_ms_per_jet']} ms CPU/jet", "",
-                  "| channel | occupancy mean | non-zero px (ref) | sum GeV (ref) | min pixel |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"## {proc}: {s['n']} jets ({s['events']} events), {s['cpu_ms_per_jet']} ms CPU/jet",
+            "",
+            "| channel | occupancy mean | non-zero px (ref) | sum GeV (ref) | min pixel |",
+            "|---|---|---|---|---|",
+        ]
         for c in ("tracks", "ecal", "hcal"):
             x = s[c]
-            lines.append(f"| {c} | {x['occupancy_mean']:.4f} | {x['nonzero_mean']} "
-                         f"({x.get('reference_nonzero_mean')}) | {x['sum_mean']} "
-                         f"({x.get('reference_sum_mean')}) "
-                         f"| {x['min_pixel']} |")
-        lines += ["", f"- jet pT mean {s['pt_mean']} GeV (range {s['pt_min']}–{s['pt_max']}); "
-                  f"m0 p16/p50/p84 {s['m0_p16_p50_p84']} (ref {s.get('reference_m0_p16_p50_p84')})",
-                  f"- calorimeter energy in the cone / jet energy pT·cosh η, p16/p50/p84: "
-                  f"{s['calo_cone_over_jet_energy_p16_p50_p84']}",
-                  f"- whole-image (ECAL+HCAL) sum / pT mean {s['image_calo_sum_over_pt_mean']} "
-                  f"(ref {s.get('reference_image_calo_sum_over_pt_mean')}); Tracks sum / pT median "
-                  f"{s['tracks_sum_over_pt_median']}"]
+            lines.append(
+                f"| {c} | {x['occupancy_mean']:.4f} | {x['nonzero_mean']} "
+                f"({x.get('reference_nonzero_mean')}) | {x['sum_mean']} "
+                f"({x.get('reference_sum_mean')}) "
+                f"| {x['min_pixel']} |"
+            )
+        lines += [
+            "",
+            f"- jet pT mean {s['pt_mean']} GeV (range {s['pt_min']}–{s['pt_max']}); "
+            f"m0 p16/p50/p84 {s['m0_p16_p50_p84']} (ref {s.get('reference_m0_p16_p50_p84')})",
+            f"- calorimeter energy in the cone / jet energy pT·cosh η, p16/p50/p84: "
+            f"{s['calo_cone_over_jet_energy_p16_p50_p84']}",
+            f"- whole-image (ECAL+HCAL) sum / pT mean {s['image_calo_sum_over_pt_mean']} "
+            f"(ref {s.get('reference_image_calo_sum_over_pt_mean')}); Tracks sum / pT median "
+            f"{s['tracks_sum_over_pt_median']}",
+        ]
         if proc == "qg":
             q, g = s["quark"], s["gluon"]
-            lines.append(f"- quark: girth {q['girth_mean']}, track pixels {q['track_pixels_mean']}, "
-                         f"m0 median {q['m0_median']}; gluon: girth {g['girth_mean']}, "
-                         f"track pixels {g['track_pixels_mean']}, m0 median {g['m0_median']}")
+            lines.append(
+                f"- quark: girth {q['girth_mean']}, track pixels {q['track_pixels_mean']}, "
+                f"m0 median {q['m0_median']}; gluon: girth {g['girth_mean']}, "
+                f"track pixels {g['track_pixels_mean']}, m0 median {g['m0_median']}"
+            )
         verdicts = (f"{k}={'PASS' if v else 'FAIL'}" for k, v in s["checks"].items())
         lines.append("- checks: " + ", ".join(verdicts))
         lines.append("")
@@ -146,8 +183,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import sys
 
-    report: dict = {"command": "PYTHONPATH=. python " + " ".join(sys.argv),
-                    "provenance": provenance(vars(args))}
+    report: dict = {"command": "PYTHONPATH=. python " + " ".join(sys.argv), "provenance": provenance(vars(args))}
     for proc, n in (("top", args.n_top), ("qg", args.n_qg)):
         if n <= 0:
             continue

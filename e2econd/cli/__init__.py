@@ -19,15 +19,24 @@ from e2econd.errors import E2EInputError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("e2econd.cli.info", "info", "Versions, kernels built and loaded, devices seen."),
     "make-data": ("e2econd.cli.make_data", "make_data", "Generate E2E jets: Pythia 8 + anti-kt + CMS-like detector."),
-    "preprocess": ("e2econd.cli.preprocess", "preprocess",
-                   "E2E files (Parquet/HDF5) -> hit-set directory with splits and transforms."),
+    "preprocess": (
+        "e2econd.cli.preprocess",
+        "preprocess",
+        "E2E files (Parquet/HDF5) -> hit-set directory with splits and transforms.",
+    ),
     "export": ("e2econd.cli.preprocess", "export", "Hit-set directory -> E2E images (Parquet or HDF5)."),
     "train": ("e2econd.cli.train", "train", "Train the conditional diffusion model (CPU, GPU, or torchrun DDP)."),
     "sample": ("e2econd.cli.sample", "sample", "Generate jets for requested conditions and write E2E files."),
-    "evaluate": ("e2econd.cli.evaluate", "evaluate",
-                 "Compare generated with real jets: metrics with floors, plots, report."),
-    "compare": ("e2econd.cli.compare", "compare",
-                "Several generated samples against the same real halves: side-by-side table and plots."),
+    "evaluate": (
+        "e2econd.cli.evaluate",
+        "evaluate",
+        "Compare generated with real jets: metrics with floors, plots, report.",
+    ),
+    "compare": (
+        "e2econd.cli.compare",
+        "compare",
+        "Several generated samples against the same real halves: side-by-side table and plots.",
+    ),
     "demo": ("e2econd.cli.demo", "demo", "The whole pipeline on the embedded top-jet data, in one command."),
 }
 
@@ -48,6 +57,7 @@ class LazyGroup(click.Group):
             @click.command(name=name, help=short, short_help=short)
             def cmd():
                 raise click.ClickException(reason)
+
         cmd.short_help = short
         return cmd
 

@@ -11,13 +11,24 @@ _D = DemoOptions()  # the click defaults are the dataclass's
 
 
 @click.command()
-@click.option("--workdir", default=_D.workdir, show_default=True, type=click.Path(file_okay=False),
-              help="Where every stage writes; a second run reuses finished stages.")
+@click.option(
+    "--workdir",
+    default=_D.workdir,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where every stage writes; a second run reuses finished stages.",
+)
 @click.option("--jets", default=_D.jets, show_default=True, help="Top jets to generate with Pythia 8.")
-@click.option("--preset", type=click.Choice(["auto", "cpu", "gpu"]), default=_D.preset, show_default=True,
-              help="Training preset (auto: gpu when CUDA is available).")
-@click.option("--channels", default=_D.channels, show_default=True,
-              help="Channels to model (all, ecal, tracks,ecal...).")
+@click.option(
+    "--preset",
+    type=click.Choice(["auto", "cpu", "gpu"]),
+    default=_D.preset,
+    show_default=True,
+    help="Training preset (auto: gpu when CUDA is available).",
+)
+@click.option(
+    "--channels", default=_D.channels, show_default=True, help="Channels to model (all, ecal, tracks,ecal...)."
+)
 @click.option("--device", default=_D.device, help="cpu, cuda or cuda:N.")
 @click.option("--seed", default=_D.seed, show_default=True)
 @click.option("--workers", default=_D.workers, show_default=True, help="Processes for make-data and preprocess.")
@@ -30,9 +41,22 @@ def demo(workdir, jets, preset, channels, device, seed, workers, sampler, steps,
     """make-data -> preprocess -> train -> sample --pt 400 / --conditions-from test -> evaluate."""
     from e2econd.demo import ratio_table, run_demo
 
-    summary = run_demo(DemoOptions(workdir=workdir, jets=jets, preset=preset, channels=channels, device=device,
-                                   seed=seed, workers=workers, sampler=sampler, steps=steps, max_steps=max_steps,
-                                   sample_n=sample_n, progress=progress))
+    summary = run_demo(
+        DemoOptions(
+            workdir=workdir,
+            jets=jets,
+            preset=preset,
+            channels=channels,
+            device=device,
+            seed=seed,
+            workers=workers,
+            sampler=sampler,
+            steps=steps,
+            max_steps=max_steps,
+            sample_n=sample_n,
+            progress=progress,
+        )
+    )
     click.echo(f"\nreport: {summary['report']}")
     click.echo(f"{'metric':44s} {'value':>12s} {'floor':>12s} {'ratio':>8s}")
 

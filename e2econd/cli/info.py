@@ -35,8 +35,10 @@ def info(as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     b = data["backend"]
-    click.echo(f"e2econd {data['e2econd']}  (Python {data['python']}, torch {data['torch']}, "
-               f"CUDA build {data['torch_cuda'] or 'none'})")
+    click.echo(
+        f"e2econd {data['e2econd']}  (Python {data['python']}, torch {data['torch']}, "
+        f"CUDA build {data['torch_cuda'] or 'none'})"
+    )
     if b["extension_loaded"]:
         click.echo(f"extension: loaded, built as '{b['build']}'")
     else:
@@ -46,7 +48,9 @@ def info(as_json: bool) -> None:
         click.echo(f"note:             {b['load_error']}")
     click.echo(f"C++ CPU kernels:  {', '.join(b['cpu_kernels']) or 'none'}")
     cuda_state = "runnable" if b["cuda_available"] else "compiled, not runnable (no GPU visible)"
-    click.echo(f"CUDA kernels:     {', '.join(b['cuda_kernels']) or 'none'}"
-               + (f"  [{cuda_state}]" if b["cuda_kernels"] else ""))
+    click.echo(
+        f"CUDA kernels:     {', '.join(b['cuda_kernels']) or 'none'}"
+        + (f"  [{cuda_state}]" if b["cuda_kernels"] else "")
+    )
     click.echo(f"active backend:   {b['active']}")
     click.echo(f"devices:          {', '.join(data['devices'])}  ({data['cpu_threads']} CPU threads)")

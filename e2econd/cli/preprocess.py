@@ -64,8 +64,9 @@ from e2econd.cli._options import progress_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory (only after success).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @progress_option
-def preprocess(inputs, out, threshold, negatives, max_hits, split, seed, workers, chunk_size, overwrite, quiet,
-               progress):
+def preprocess(
+    inputs, out, threshold, negatives, max_hits, split, seed, workers, chunk_size, overwrite, quiet, progress
+):
     """E2E files (Parquet or HDF5, detected by content) -> hit-set directory.
 
     Every channel becomes a variable-size set of hits (pixel indices, Δη/Δφ from the image centre in

@@ -17,11 +17,10 @@ from e2econd.cli._options import progress_option
 
 @click.command()
 @click.argument("data_dir", required=False, type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Run directory (default: runs/<channels>).")
 @click.option(
-    "--channels", default=None, help="ecal | tracks | hcal | all | comma list (default: config's, ecal)."
+    "--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Run directory (default: runs/<channels>)."
 )
+@click.option("--channels", default=None, help="ecal | tracks | hcal | all | comma list (default: config's, ecal).")
 @click.option(
     "--preset",
     type=click.Choice(["cpu", "gpu"]),
@@ -38,9 +37,13 @@ from e2econd.cli._options import progress_option
 @click.option("--max-steps", type=int, default=None, help="Training steps (on --resume: extend the run).")
 @click.option("--batch-size", type=int, default=None, help="Global batch size in jets.")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW).")
-@click.option("--time-limit", "time_limit", type=float, default=None,
-              help="Minutes of training after which the run ends, its cosine planned to end then "
-                   "(cpu preset: 9; 0 = none).")
+@click.option(
+    "--time-limit",
+    "time_limit",
+    type=float,
+    default=None,
+    help="Minutes of training after which the run ends, its cosine planned to end then (cpu preset: 9; 0 = none).",
+)
 @click.option("--seed", type=int, default=None, help="Seed of every random draw (data order, noise, init).")
 @click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available).")
 @click.option("--resume", is_flag=True, help="Continue RUN_DIR/checkpoints/last.pt exactly.")
@@ -90,15 +93,19 @@ def train(
             max_steps=max_steps,
         )
     else:
-        cfg = C.resolve_config(preset, config_file, {
-            "train.max_steps": max_steps,
-            "train.batch_size": batch_size,
-            "train.lr": lr,
-            "train.time_limit_min": time_limit,
-            "train.seed": seed,
-        }, channels=channels, device=device)
-        summary = run(
-            data_dir, out_dir, cfg, resume=False, device=device, progress=progress
+        cfg = C.resolve_config(
+            preset,
+            config_file,
+            {
+                "train.max_steps": max_steps,
+                "train.batch_size": batch_size,
+                "train.lr": lr,
+                "train.time_limit_min": time_limit,
+                "train.seed": seed,
+            },
+            channels=channels,
+            device=device,
         )
+        summary = run(data_dir, out_dir, cfg, resume=False, device=device, progress=progress)
     if summary.get("rank", 0) == 0:
         click.echo(json.dumps(summary, indent=2, default=str))

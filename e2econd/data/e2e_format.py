@@ -53,9 +53,7 @@ def detect_format(path: str | os.PathLike) -> str:
             if head[:4] == _PARQUET_MAGIC:
                 fh.seek(max(size - 4, 0))
                 if size < 12 or fh.read(4) != _PARQUET_MAGIC:
-                    raise E2EInputError(
-                        "truncated Parquet file (no footer magic 'PAR1' at the end)", path=path
-                    )
+                    raise E2EInputError("truncated Parquet file (no footer magic 'PAR1' at the end)", path=path)
                 return "parquet"
             for off in (0, 512, 1024, 2048, 4096):  # HDF5 superblock may follow a user block
                 if off:
@@ -96,13 +94,9 @@ def _check_images(images: np.ndarray, path, start: int) -> None:
     if not finite.all():
         r = int(np.flatnonzero(~finite)[0])
         ch = int(np.flatnonzero(~np.isfinite(images[r]).reshape(3, -1).all(axis=1))[0])
-        raise E2EInputError(
-            f"non-finite pixel value in channel {ch}", path=path, key=IMAGE_KEY, row=start + r
-        )
+        raise E2EInputError(f"non-finite pixel value in channel {ch}", path=path, key=IMAGE_KEY, row=start + r)
 
 
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return (text[:160] + "...") if len(text) > 160 else text or type(exc).__name__
-
-

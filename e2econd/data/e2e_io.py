@@ -16,7 +16,6 @@ This module is the public face (``from e2econd.data.e2e_io import ...``); the co
 :mod:`e2econd.data.shards` (sharded-sample manifests).
 """
 
-
 from __future__ import annotations
 
 from e2econd.data.e2e_format import FORMATS, IMAGE_KEY, SCALAR_KEYS, E2EChunk, _short, detect_format

@@ -48,16 +48,13 @@ def _nested_to_images(arr, path, start: int) -> np.ndarray:
             )
         if level.null_count:
             bad = int(np.flatnonzero(np.asarray(pc.is_null(level)))[0])
-            raise E2EInputError(
-                "missing image (null list)", path=path, key=IMAGE_KEY, row=start + bad // per_row
-            )
+            raise E2EInputError("missing image (null list)", path=path, key=IMAGE_KEY, row=start + bad // per_row)
         lengths = np.asarray(pc.list_value_length(level))
         wrong = np.flatnonzero(lengths != expect)
         if wrong.size:
             i = int(wrong[0])
             raise E2EInputError(
-                f"wrong image shape: length {int(lengths[i])} at nesting depth {depth}, "
-                "expected [3][125][125]",
+                f"wrong image shape: length {int(lengths[i])} at nesting depth {depth}, expected [3][125][125]",
                 path=path,
                 key=IMAGE_KEY,
                 row=start + i // per_row,
@@ -65,9 +62,7 @@ def _nested_to_images(arr, path, start: int) -> np.ndarray:
         level = level.flatten()
         per_row *= expect
     if not (pa.types.is_floating(level.type) or pa.types.is_integer(level.type)):
-        raise E2EInputError(
-            f"pixel type {level.type}, expected float or double", path=path, key=IMAGE_KEY, row=start
-        )
+        raise E2EInputError(f"pixel type {level.type}, expected float or double", path=path, key=IMAGE_KEY, row=start)
     if level.null_count:
         bad = int(np.flatnonzero(np.asarray(pc.is_null(level)))[0])
         raise E2EInputError("null pixel value", path=path, key=IMAGE_KEY, row=start + bad // PIXELS_PER_IMAGE)
@@ -96,16 +91,13 @@ class _ParquetReader:
             t, depth = t.value_type, depth + 1
         if depth != 3 or not (pa.types.is_floating(t) or pa.types.is_integer(t)):
             raise E2EInputError(
-                f"wrong image type {schema.field(IMAGE_KEY).type}, "
-                "expected list<list<list<float>>> [3][125][125]",
+                f"wrong image type {schema.field(IMAGE_KEY).type}, expected list<list<list<float>>> [3][125][125]",
                 path=path,
                 key=IMAGE_KEY,
             )
         self.n = self.file.metadata.num_rows
         md = self.file.metadata
-        self.group_rows = np.array(
-            [md.row_group(i).num_rows for i in range(md.num_row_groups)], dtype=np.int64
-        )
+        self.group_rows = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)], dtype=np.int64)
         self.group_start = np.concatenate([[0], np.cumsum(self.group_rows)])
 
     def iter(self, chunk_size: int, start: int, stop: int) -> Iterator[E2EChunk]:
@@ -185,9 +177,7 @@ class _HDF5Reader:
         for key in SCALAR_KEYS:
             ds = f[key]
             if ds.size != self.n or (ds.ndim > 1 and max(ds.shape) != ds.size):
-                raise E2EInputError(
-                    f"shape {tuple(ds.shape)} does not match {self.n} images", path=path, key=key
-                )
+                raise E2EInputError(f"shape {tuple(ds.shape)} does not match {self.n} images", path=path, key=key)
         self.images = x
         self.step = int(x.chunks[0]) if x.chunks else 1
 
@@ -290,5 +280,3 @@ def read_provenance(path: str | os.PathLike) -> dict | None:
     if raw is None:
         return None
     return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-
-

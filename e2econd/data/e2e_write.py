@@ -20,9 +20,7 @@ def _format_from_suffix(path: Path) -> str:
         return "parquet"
     if suffix in (".h5", ".hdf5"):
         return "hdf5"
-    raise E2EInputError(
-        "cannot tell the output format from the suffix (use .parquet/.pq or .h5/.hdf5)", path=path
-    )
+    raise E2EInputError("cannot tell the output format from the suffix (use .parquet/.pq or .h5/.hdf5)", path=path)
 
 
 class E2EWriter:
@@ -114,9 +112,7 @@ class E2EWriter:
             self._open_parquet()
         n = images.shape[0]
         values = pa.array(images.reshape(-1), type=pa.float32())
-        l3 = pa.ListArray.from_arrays(
-            pa.array(np.arange(n * 3 * IMAGE_SIZE + 1, dtype=np.int32) * IMAGE_SIZE), values
-        )
+        l3 = pa.ListArray.from_arrays(pa.array(np.arange(n * 3 * IMAGE_SIZE + 1, dtype=np.int32) * IMAGE_SIZE), values)
         l2 = pa.ListArray.from_arrays(pa.array(np.arange(n * 3 + 1, dtype=np.int32) * IMAGE_SIZE), l3)
         l1 = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * 3), l2)
         table = pa.Table.from_arrays(
@@ -189,5 +185,3 @@ class E2EWriter:
             self._h5.close()
             self._h5 = None
         self._open = False
-
-

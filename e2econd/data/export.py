@@ -43,9 +43,7 @@ def export(
     }
     with (
         E2EWriter(Path(out), format=format, config=config, row_group_size=chunk_size) as writer,
-        tqdm(
-            total=total, unit="jet", desc="export", disable=bar_disabled(progress)
-        ) as bar,
+        tqdm(total=total, unit="jet", desc="export", disable=bar_disabled(progress)) as bar,
     ):
         for jets, chans in iter_split(data_dir, splits, batch_size=chunk_size):
             images = batch_hits_to_images(chans)

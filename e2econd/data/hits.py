@@ -93,9 +93,7 @@ class FlatHits:
 
     def hitset(self, i: int) -> HitSet:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
-        return HitSet(
-            self.ieta[a:b], self.iphi[a:b], self.size[a:b], self.deta[a:b], self.dphi[a:b], self.e[a:b]
-        )
+        return HitSet(self.ieta[a:b], self.iphi[a:b], self.size[a:b], self.deta[a:b], self.dphi[a:b], self.e[a:b])
 
     def select(self, mask: np.ndarray) -> FlatHits:
         """Keep hits where ``mask`` is True (jets unchanged)."""
@@ -205,9 +203,7 @@ def _truncate(fh: FlatHits, max_hits: int) -> FlatHits:
     rank = np.arange(order.size) - fh.offsets[jet[order]]
     keep = np.zeros(order.size, bool)
     keep[order[rank < max_hits]] = True
-    dropped = fh.dropped + np.bincount(
-        jet[~keep], weights=fh.e[~keep].astype(np.float64), minlength=fh.n_jets
-    )
+    dropped = fh.dropped + np.bincount(jet[~keep], weights=fh.e[~keep].astype(np.float64), minlength=fh.n_jets)
     out = fh.select(keep)
     out.dropped = dropped
     return out

@@ -80,9 +80,7 @@ def hits_to_table(jets: dict, batch: BatchHits, schema=None):
             arrays[f"{c}_{f}"] = pa.ListArray.from_arrays(off, pa.array(getattr(fh, f), type=typ.value_type))
     return pa.Table.from_arrays(
         [
-            pa.array(arrays[n], type=schema.field(n).type)
-            if not isinstance(arrays[n], pa.Array)
-            else arrays[n]
+            pa.array(arrays[n], type=schema.field(n).type) if not isinstance(arrays[n], pa.Array) else arrays[n]
             for n in schema.names
         ],
         schema=schema,
@@ -135,15 +133,11 @@ def check_data_dir(data_dir: str | os.PathLike) -> Path:
     if not data_dir.is_dir():
         raise E2EInputError("not a directory (expected the output of 'e2econd preprocess')", path=data_dir)
     if not (data_dir / "manifest.json").is_file():
-        raise E2EInputError(
-            "no manifest.json: not a hit-set directory from 'e2econd preprocess'", path=data_dir
-        )
+        raise E2EInputError("no manifest.json: not a hit-set directory from 'e2econd preprocess'", path=data_dir)
     return data_dir
 
 
-def iter_split(
-    data_dir: str | os.PathLike, split, batch_size: int = 1024
-) -> Iterator[tuple[dict, list[FlatHits]]]:
+def iter_split(data_dir: str | os.PathLike, split, batch_size: int = 1024) -> Iterator[tuple[dict, list[FlatHits]]]:
     """Stream (jet columns, per-channel FlatHits) batches of one or more splits, bounded memory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -192,9 +186,7 @@ class PackedHits:
         """Same batch as torch tensors (on ``device``)."""
         import torch
 
-        return PackedHits(
-            **{f.name: torch.as_tensor(getattr(self, f.name), device=device) for f in fields(self)}
-        )
+        return PackedHits(**{f.name: torch.as_tensor(getattr(self, f.name), device=device) for f in fields(self)})
 
 
 class HitStore:
@@ -221,9 +213,7 @@ class HitStore:
             if jet_parts
             else [*JET_COLUMNS] + [f"{k}_{c}" for c in CHANNELS for k in ("n", "sum", "dropped")]
         )
-        self.jets = {
-            k: np.concatenate([p[k] for p in jet_parts]) if jet_parts else np.zeros(0) for k in names
-        }
+        self.jets = {k: np.concatenate([p[k] for p in jet_parts]) if jet_parts else np.zeros(0) for k in names}
         n = len(self.jets["pt"])
         self._n = n
         counts = [self.jets[f"n_{c}"].astype(np.int64) if n else np.zeros(0, np.int64) for c in CHANNELS]
@@ -278,14 +268,8 @@ class HitStore:
         for c in range(len(CHANNELS)):
             a = int(self._start[c][i])
             b = a + int(self._count[c][i])
-            e = (
-                self._hcal_e64[a - self._base[c] : b - self._base[c]]
-                if CHANNELS[c] == "hcal"
-                else self.e[a:b]
-            )
-            out.append(
-                HitSet(self.ieta[a:b], self.iphi[a:b], self.size[a:b], self.deta[a:b], self.dphi[a:b], e)
-            )
+            e = self._hcal_e64[a - self._base[c] : b - self._base[c]] if CHANNELS[c] == "hcal" else self.e[a:b]
+            out.append(HitSet(self.ieta[a:b], self.iphi[a:b], self.size[a:b], self.deta[a:b], self.dphi[a:b], e))
         return out
 
     def batch(self, indices, channels: Sequence[str] = CHANNELS) -> PackedHits:

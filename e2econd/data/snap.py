@@ -89,8 +89,13 @@ def snap_batch(channel: int, deta, dphi, e, offsets, collisions: str = "sum") ->
     valid &= np.isfinite(e)
     if collisions == "move" and valid.any():
         grid, unit = (N_TOWERS, TOWER) if channel == HCAL else (IMAGE_SIZE, 1)
-        pos = np.stack([np.asarray(deta, np.float64).reshape(-1) / PIXEL + CENTRE,
-                        np.asarray(dphi, np.float64).reshape(-1) / PIXEL + CENTRE], 1)[valid]
+        pos = np.stack(
+            [
+                np.asarray(deta, np.float64).reshape(-1) / PIXEL + CENTRE,
+                np.asarray(dphi, np.float64).reshape(-1) / PIXEL + CENTRE,
+            ],
+            1,
+        )[valid]
         if channel == HCAL:
             pos = (pos + 0.5) / TOWER - 0.5  # tower units, tower centres at integers
         cell = (ie[valid] // unit).astype(np.int64) * grid + (ip[valid] // unit).astype(np.int64)

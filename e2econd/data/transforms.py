@@ -112,8 +112,7 @@ class FeatureTransform:
         key = (ref.device, ref.dtype)
         if key not in self._torch_cache:
             self._torch_cache[key] = tuple(
-                torch.as_tensor(a, dtype=ref.dtype, device=ref.device)
-                for a in (self.shift, self.scale, self.e0)
+                torch.as_tensor(a, dtype=ref.dtype, device=ref.device) for a in (self.shift, self.scale, self.e0)
             )
         return self._torch_cache[key]
 
@@ -299,9 +298,7 @@ class TransformFitter:
 
     def update_conditions(self, pt, m0, m0_offset: float = M0_OFFSET) -> None:
         self.cond.update(
-            np.stack(
-                [np.log(np.asarray(pt, np.float64)), np.log(np.asarray(m0, np.float64) + m0_offset)], axis=1
-            )
+            np.stack([np.log(np.asarray(pt, np.float64)), np.log(np.asarray(m0, np.float64) + m0_offset)], axis=1)
         )
 
     def merge(self, other: TransformFitter) -> None:

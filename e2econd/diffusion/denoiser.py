@@ -25,8 +25,16 @@ def autocast_for(device: torch.device, bf16: bool):
     return contextlib.nullcontext()
 
 
-def guided_network(model, channel: torch.Tensor, cu: torch.Tensor, max_len: int, cond: dict, n_jets: int,
-                   guidance: float = 1.0, bf16: bool = False) -> Callable:
+def guided_network(
+    model,
+    channel: torch.Tensor,
+    cu: torch.Tensor,
+    max_len: int,
+    cond: dict,
+    n_jets: int,
+    guidance: float = 1.0,
+    bf16: bool = False,
+) -> Callable:
     """``net(x (total, 3), t) -> v (total, 3)`` for one packed batch of ``n_jets`` jets (module doc)."""
     dev, w = channel.device, float(guidance)
     n_eval = n_jets if w == 1.0 else 2 * n_jets
@@ -43,7 +51,7 @@ def guided_network(model, channel: torch.Tensor, cu: torch.Tensor, max_len: int,
             if w == 1.0:
                 return model.forward_packed(x, channel, cu, tt, cond, None, max_seqlen=max_len, check=False)
             vv = model.forward_packed(torch.cat([x, x]), ch2, cu2, tt, cond2, drop, max_seqlen=max_len, check=False)
-        vc, vu = vv[: x.shape[0]], vv[x.shape[0]:]
+        vc, vu = vv[: x.shape[0]], vv[x.shape[0] :]
         return vu + w * (vc - vu)
 
     return net

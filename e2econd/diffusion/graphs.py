@@ -73,8 +73,9 @@ class GraphDenoiser:
     ``pool`` shares one memory pool between the graphs of successive batches.
     """
 
-    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-                 warmup: int = 2, pool=None):
+    def __init__(
+        self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, warmup: int = 2, pool=None
+    ):
         self.x = x.detach().clone()
         self.t = torch.zeros((), dtype=torch.float32, device=x.device)
         side = torch.cuda.Stream(device=x.device)

@@ -88,19 +88,21 @@ def _row(coef) -> tuple[float, ...]:
 def ddpm_plan(schedule: CosineSchedule, steps: int = 512) -> SamplerPlan:
     """Ancestral sampling: x_s = mean(q(x_s | x_t, x0_hat)) + std * z, with x0_hat from v."""
     ts = _grid(steps)
-    coefs = [_row(ddpm_coefficients(*schedule.alpha_sigma(t), *schedule.alpha_sigma(s)))
-             for t, s in zip(ts[:-1], ts[1:])]
+    coefs = [
+        _row(ddpm_coefficients(*schedule.alpha_sigma(t), *schedule.alpha_sigma(s))) for t, s in zip(ts[:-1], ts[1:])
+    ]
     return SamplerPlan("ddpm", tuple(ts[:-1]), tuple(coefs))
 
 
-def ddim_plan(schedule: CosineSchedule, steps: int = 64, eta: float = 0.0,
-              spacing: str = "quadratic") -> SamplerPlan:
+def ddim_plan(schedule: CosineSchedule, steps: int = 64, eta: float = 0.0, spacing: str = "quadratic") -> SamplerPlan:
     """DDIM with stochasticity eta (0: deterministic probability-flow-like; 1: DDPM-like)."""
     if eta < 0:
         raise ValueError(f"DDIM eta must be >= 0, got {eta}")
     ts = _grid(steps, spacing)
-    coefs = [_row(ddim_coefficients(*schedule.alpha_sigma(t), *schedule.alpha_sigma(s), eta=eta))
-             for t, s in zip(ts[:-1], ts[1:])]
+    coefs = [
+        _row(ddim_coefficients(*schedule.alpha_sigma(t), *schedule.alpha_sigma(s), eta=eta))
+        for t, s in zip(ts[:-1], ts[1:])
+    ]
     return SamplerPlan(f"ddim(eta={eta:g})", tuple(ts[:-1]), tuple(coefs))
 
 
@@ -117,13 +119,19 @@ def dpmpp2m_plan(schedule: CosineSchedule, steps: int = 24, spacing: str = "quad
         h_now = lam[i + 1] - lam[i]
         h_prev = lam[i] - lam[i - 1] if i > 0 else math.inf
         second_order = math.isfinite(h_prev) and math.isfinite(h_now)
-        coefs.append(_row(dpmpp2m_coefficients(*schedule.alpha_sigma(t), *schedule.alpha_sigma(s),
-                                               h_prev=h_prev if second_order else None)))
+        coefs.append(
+            _row(
+                dpmpp2m_coefficients(
+                    *schedule.alpha_sigma(t), *schedule.alpha_sigma(s), h_prev=h_prev if second_order else None
+                )
+            )
+        )
     return SamplerPlan("dpmpp2m", tuple(ts[:-1]), tuple(coefs))
 
 
-def make_plan(name: str, steps: int | None = None, eta: float = 0.0,
-              schedule: CosineSchedule | None = None) -> SamplerPlan:
+def make_plan(
+    name: str, steps: int | None = None, eta: float = 0.0, schedule: CosineSchedule | None = None
+) -> SamplerPlan:
     """The plan of sampler ``name`` ('ddpm', 'ddim', 'dpmpp2m') with ``steps`` model evaluations."""
     schedule = schedule or CosineSchedule()
     check_sampler(name)
@@ -161,8 +169,9 @@ def run_plan(
     x0_prev = None
     for i, t in enumerate(plan.times):
         v = denoise(x, t)
-        x, x0 = diffusion_step(x, v, coefs[i], mask=mask, x0_prev=x0_prev, clip=clip,
-                               seed=seed, offset=i, return_x0=need_prev)
+        x, x0 = diffusion_step(
+            x, v, coefs[i], mask=mask, x0_prev=x0_prev, clip=clip, seed=seed, offset=i, return_x0=need_prev
+        )
         if need_prev:
             x0_prev = x0
         if on_step is not None:

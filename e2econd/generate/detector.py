@@ -91,22 +91,25 @@ class DetectorConfig:
         from e2econd.errors import E2EInputError
 
         if not isinstance(d, dict):
-            raise E2EInputError(f"expected a JSON object of detector parameters, got {type(d).__name__}",
-                                path=source, key="detector")
+            raise E2EInputError(
+                f"expected a JSON object of detector parameters, got {type(d).__name__}", path=source, key="detector"
+            )
         d = dict(d)
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = set(d) - set(names)
         if unknown:
-            raise E2EInputError(f"unknown detector parameter(s) {sorted(unknown)} (known: {', '.join(names)})",
-                                path=source, key="detector")
+            raise E2EInputError(
+                f"unknown detector parameter(s) {sorted(unknown)} (known: {', '.join(names)})",
+                path=source,
+                key="detector",
+            )
         for name, value in d.items():
             d[name] = _checked(name, value, source)
         return cls(**d)
 
 
 _PROBABILITIES = {"trk_eff", "mu_eff", "em_halo_frac", "had_pint_ecal"}
-_POSITIVE = {"r_ecal", "z_ecal", "r_hcal", "z_hcal", "em_core", "em_halo", "had_ecal_sigma", "hcal_sigma",
-             "had_resp"}
+_POSITIVE = {"r_ecal", "z_ecal", "r_hcal", "z_hcal", "em_core", "em_halo", "had_ecal_sigma", "hcal_sigma", "had_resp"}
 
 
 def _checked(name: str, value, source):
@@ -165,8 +168,7 @@ class Particles:
 
     @staticmethod
     def concat(parts: list[Particles]) -> Particles:
-        return Particles(*(np.concatenate([getattr(p, f.name) for p in parts])
-                           for f in dataclasses.fields(Particles)))
+        return Particles(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Particles)))
 
 
 @dataclass
@@ -273,11 +275,10 @@ def simulate(p: Particles, cfg: DetectorConfig, rng: np.random.Generator) -> Dep
     eff = np.where(is_mu, cfg.mu_eff, cfg.trk_eff)
     sel = charged & (np.abs(eta) < cfg.trk_eta) & (pt > cfg.trk_ptmin)
     keep = sel & (rng.random(len(p)) < eff)
-    t_eta, t_phi, t_ok = propagate(pt[keep], eta[keep], phi[keep], p.charge[keep],
-                                   cfg.r_ecal, cfg.z_ecal, cfg.B)
+    t_eta, t_phi, t_ok = propagate(pt[keep], eta[keep], phi[keep], p.charge[keep], cfg.r_ecal, cfg.z_ecal, cfg.B)
     rel = np.hypot(cfg.trk_res, cfg.trk_res_pt * pt[keep])
     t_pt = pt[keep] * (1.0 + rel * rng.standard_normal(keep.sum()))
-    t_ok &= (t_pt > 0)
+    t_ok &= t_pt > 0
     # --- calorimeter impact points
     e_eta, e_phi, e_ok = propagate(pt, eta, phi, p.charge, cfg.r_ecal, cfg.z_ecal, cfg.B)
     h_eta, h_phi, h_ok = propagate(pt, eta, phi, p.charge, cfg.r_hcal, cfg.z_hcal, cfg.B)
@@ -309,7 +310,14 @@ def simulate(p: Particles, cfg: DetectorConfig, rng: np.random.Generator) -> Dep
     ecal_m = e_ok & (ecal_e > 0)
     hcal_m = h_ok & e_ok & (hcal_e > 0)
     return Deposits(
-        trk_eta=t_eta[t_ok], trk_phi=t_phi[t_ok], trk_pt=t_pt[t_ok],
-        ecal_eta=e_eta[ecal_m], ecal_phi=e_phi[ecal_m], ecal_e=ecal_e[ecal_m], ecal_kind=ecal_kind[ecal_m],
-        hcal_eta=h_eta[hcal_m], hcal_phi=h_phi[hcal_m], hcal_e=hcal_e[hcal_m],
+        trk_eta=t_eta[t_ok],
+        trk_phi=t_phi[t_ok],
+        trk_pt=t_pt[t_ok],
+        ecal_eta=e_eta[ecal_m],
+        ecal_phi=e_phi[ecal_m],
+        ecal_e=ecal_e[ecal_m],
+        ecal_kind=ecal_kind[ecal_m],
+        hcal_eta=h_eta[hcal_m],
+        hcal_phi=h_phi[hcal_m],
+        hcal_e=hcal_e[hcal_m],
     )

@@ -37,8 +37,7 @@ HALF_TOWERS = 12  # seed tower is tower 12 of the window
 SEARCH_TOWERS = 1  # seed search: towers within ±1 of the jet-axis tower
 
 
-def spread_add(shape: tuple[int, int], u, v, e, sigma: float, k: int,
-               out: np.ndarray | None = None) -> np.ndarray:
+def spread_add(shape: tuple[int, int], u, v, e, sigma: float, k: int, out: np.ndarray | None = None) -> np.ndarray:
     """Add energies ``e`` at continuous cell coordinates (u, v) to a 2-D grid with a Gaussian spread.
 
     Cell (i, j) covers [i, i+1) × [j, j+1). Each deposit is shared over the (2k+1)² cells around

@@ -74,8 +74,9 @@ def generate_unit(task: dict, progress: Callable[[int], None] | None = None) -> 
     for kind in ("top", "quark", "gluon"):
         if need.get(kind, 0) == 0:
             continue
-        gen = JetGenerator(kind, pseeds[1 if kind == "gluon" else 0], task["R"],
-                           task["pt_min"], task["pt_max"], task["eta_max"])
+        gen = JetGenerator(
+            kind, pseeds[1 if kind == "gluon" else 0], task["R"], task["pt_min"], task["pt_max"], task["eta_max"]
+        )
         got: list = []
         while len(got) < need[kind]:
             particles, jets = gen.next_event()
@@ -118,8 +119,11 @@ def _check_out(out, format: str | None) -> list[tuple[Path, str]]:
         p = Path(p)
         fmt = format if (format and len(paths) == 1) else _SUFFIXES.get(p.suffix.lower())
         if fmt not in ("parquet", "hdf5"):
-            raise E2EInputError(f"cannot tell the output format from suffix {p.suffix!r} "
-                                "(use .parquet or .h5, or --format)", path=p, key="out")
+            raise E2EInputError(
+                f"cannot tell the output format from suffix {p.suffix!r} (use .parquet or .h5, or --format)",
+                path=p,
+                key="out",
+            )
         result.append((p, fmt))
     return result
 
@@ -170,6 +174,14 @@ def _run_units(tasks: list[dict], writers: list, workers: int, bar) -> tuple[int
     return events, cpu_s
 
 
+def _unit_tasks(config: dict, detector: DetectorConfig) -> list[dict]:
+    """One task per work unit of ``config["unit_size"]`` jets (the last one may be shorter)."""
+    n, unit_size = config["n"], config["unit_size"]
+    keys = ("process", "unit_size", "seed", "R", "pt_min", "pt_max", "eta_max")
+    base = {k: config[k] for k in keys} | {"detector": detector.to_dict(), "pileup": float(config["pileup"])}
+    return [base | {"unit": k, "n": min(unit_size, n - k * unit_size)} for k in range(math.ceil(n / unit_size))]
+
+
 def make_data(
     process: str,
     n: int,
@@ -209,19 +221,25 @@ def make_data(
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise E2EInputError(f"make-data needs the 'gen' extras (pythia8mc, fastjet): {exc}") from exc
     config = {
-        "generator": "e2econd.generate", "process": process, "n": n, "seed": seed, "R": spec["R"],
-        "pt_min": pt_min, "pt_max": pt_max, "eta_max": eta_max, "pileup": pileup, "unit_size": unit_size,
-        "sqrt_s_GeV": 13000.0, "pythia8mc": pythia_version, "detector": detector.to_dict(),
+        "generator": "e2econd.generate",
+        "process": process,
+        "n": n,
+        "seed": seed,
+        "R": spec["R"],
+        "pt_min": pt_min,
+        "pt_max": pt_max,
+        "eta_max": eta_max,
+        "pileup": pileup,
+        "unit_size": unit_size,
+        "sqrt_s_GeV": 13000.0,
+        "pythia8mc": pythia_version,
+        "detector": detector.to_dict(),
         "label": "top: y=1" if process == "top" else "quark y=1, gluon y=0",
     }
-    n_units = math.ceil(n / unit_size)
-    tasks = [{"process": process, "unit": k, "unit_size": unit_size, "n": min(unit_size, n - k * unit_size),
-              "seed": seed, "R": spec["R"], "pt_min": pt_min, "pt_max": pt_max, "eta_max": eta_max,
-              "detector": detector.to_dict(), "pileup": float(pileup)} for k in range(n_units)]
+    tasks = _unit_tasks(config, detector)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n, unit="jet", desc=f"make-data {process}", disable=bar_disabled(progress),
-               leave=False)
+    bar = tqdm(total=n, unit="jet", desc=f"make-data {process}", disable=bar_disabled(progress), leave=False)
     t0 = time.perf_counter()
     import contextlib
 
@@ -232,8 +250,6 @@ def make_data(
         events, cpu_s = _run_units(tasks, writers, int(workers), bar)
     bar.close()
     wall = time.perf_counter() - t0
-    return {
-        "n": n, "events": events, "wall_s": wall, "cpu_s": cpu_s,
-        "wall_ms_per_jet": 1e3 * wall / n, "cpu_ms_per_jet": 1e3 * cpu_s / n,
-        "outputs": [str(p) for p, _ in outputs], "config": config,
-    }
+    summary = dict(n=n, events=events, wall_s=wall, cpu_s=cpu_s, wall_ms_per_jet=1e3 * wall / n)
+    summary.update(cpu_ms_per_jet=1e3 * cpu_s / n, outputs=[str(p) for p, _ in outputs], config=config)
+    return summary

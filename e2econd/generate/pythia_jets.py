@@ -29,8 +29,7 @@ _INVISIBLE = {12, 14, 16}
 
 _PROCESS_SETTINGS = {
     "top": ["Top:gg2ttbar = on", "Top:qqbar2ttbar = on", "24:onMode = off", "24:onIfAny = 1 2 3 4 5"],
-    "quark": ["HardQCD:qg2qg = on", "HardQCD:qq2qq = on", "HardQCD:qqbar2qqbarNew = on",
-              "HardQCD:gg2qqbar = on"],
+    "quark": ["HardQCD:qg2qg = on", "HardQCD:qq2qq = on", "HardQCD:qqbar2qqbarNew = on", "HardQCD:gg2qqbar = on"],
     "gluon": ["HardQCD:gg2gg = on", "HardQCD:qqbar2gg = on", "HardQCD:qg2qg = on"],
 }
 
@@ -102,7 +101,7 @@ def event_batch(pythia, n: int) -> list[dict[str, np.ndarray]]:
     for k in ("px", "py", "pz", "e"):
         flat[k] = ak.to_numpy(ak.flatten(prt["p", k]))
     offs = np.concatenate([[0], np.cumsum(counts)])
-    return [{k: v[offs[i]:offs[i + 1]] for k, v in flat.items()} for i in range(len(counts))]
+    return [{k: v[offs[i] : offs[i + 1]] for k, v in flat.items()} for i in range(len(counts))]
 
 
 def _eta_phi(rec):
@@ -128,8 +127,17 @@ def final_particles(rec, charge: ChargeTable) -> Particles:
 class JetGenerator:
     """One Pythia instance for one process kind; ``next_event()`` yields (particles, jets)."""
 
-    def __init__(self, kind: str, seed: int, R: float, pt_min: float, pt_max: float, eta_max: float,
-                 pthat_min: float | None = None, pthat_max: float | None = None):
+    def __init__(
+        self,
+        kind: str,
+        seed: int,
+        R: float,
+        pt_min: float,
+        pt_max: float,
+        eta_max: float,
+        pthat_min: float | None = None,
+        pthat_max: float | None = None,
+    ):
         import fastjet
         import pythia8mc
 
@@ -140,11 +148,19 @@ class JetGenerator:
         pthat_min = pt_min if pthat_min is None else pthat_min
         pthat_max = pt_max if pthat_max is None else pthat_max
         self.pythia = pythia8mc.Pythia("", False)
-        for s in ["Beams:eCM = 13000.", "Print:quiet = on", "Next:numberCount = 0",
-                  "Next:numberShowEvent = 0", "Next:numberShowProcess = 0", "Next:numberShowInfo = 0",
-                  "Random:setSeed = on", f"Random:seed = {self.seed}",
-                  f"PhaseSpace:pTHatMin = {pthat_min:.6g}", f"PhaseSpace:pTHatMax = {pthat_max:.6g}",
-                  *_PROCESS_SETTINGS[kind]]:
+        for s in [
+            "Beams:eCM = 13000.",
+            "Print:quiet = on",
+            "Next:numberCount = 0",
+            "Next:numberShowEvent = 0",
+            "Next:numberShowProcess = 0",
+            "Next:numberShowInfo = 0",
+            "Random:setSeed = on",
+            f"Random:seed = {self.seed}",
+            f"PhaseSpace:pTHatMin = {pthat_min:.6g}",
+            f"PhaseSpace:pTHatMax = {pthat_max:.6g}",
+            *_PROCESS_SETTINGS[kind],
+        ]:
             if not self.pythia.readString(s):
                 raise RuntimeError(f"Pythia rejected setting {s!r}")
         if not self.pythia.init():
@@ -214,8 +230,7 @@ class JetGenerator:
             self.n_events += 1
             rec = self._next_raw()
             p = self._particles(rec)
-            cands = [c for c in self._cluster(p)
-                     if self.pt_min <= c[0] < self.pt_max and abs(c[1]) < self.eta_max]
+            cands = [c for c in self._cluster(p) if self.pt_min <= c[0] < self.pt_max and abs(c[1]) < self.eta_max]
             if not cands:
                 continue
             truth = self._truth(rec)
@@ -256,9 +271,14 @@ class MinBiasPool:
         import pythia8mc
 
         py = pythia8mc.Pythia("", False)
-        for s in ["Beams:eCM = 13000.", "Print:quiet = on", "Next:numberCount = 0",
-                  "SoftQCD:nonDiffractive = on",
-                  "Random:setSeed = on", f"Random:seed = {int(seed)}"]:
+        for s in [
+            "Beams:eCM = 13000.",
+            "Print:quiet = on",
+            "Next:numberCount = 0",
+            "SoftQCD:nonDiffractive = on",
+            "Random:setSeed = on",
+            f"Random:seed = {int(seed)}",
+        ]:
             py.readString(s)
         if not py.init():
             raise RuntimeError("Pythia initialisation failed for minimum bias")

@@ -68,9 +68,7 @@ class MultiplicityModel(nn.Module):
         u = torch.rand(counts.shape[0], C, generator=generator, device=self.z_mean.device)
         return -self.log_prob_z(self._z(counts.to(self.z_mean.device), u), pt, m0, y).mean()
 
-    def fit(
-        self, counts, pt, m0, y, steps: int = 1500, lr: float = 3e-3, seed: int = 0, progress=None
-    ) -> list[float]:
+    def fit(self, counts, pt, m0, y, steps: int = 1500, lr: float = 3e-3, seed: int = 0, progress=None) -> list[float]:
         """Full-batch Adam on the train split; returns the loss history (seconds on CPU for ~10^4 jets)."""
         dev = self.z_mean.device
         counts = torch.as_tensor(np.asarray(counts), dtype=torch.long, device=dev)
@@ -78,9 +76,7 @@ class MultiplicityModel(nn.Module):
         m0 = torch.as_tensor(np.asarray(m0), dtype=torch.float32, device=dev)
         y = torch.as_tensor(np.asarray(y), device=dev).long()
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
-            raise ValueError(
-                f"labels y must be in [0, {self.n_classes - 1}], got {int(y.min())}..{int(y.max())}"
-            )
+            raise ValueError(f"labels y must be in [0, {self.n_classes - 1}], got {int(y.min())}..{int(y.max())}")
         with torch.no_grad():
             z = torch.log1p(counts[:, self.channel_ids].float() + 0.5)
             self.z_mean.copy_(z.mean(0))
@@ -89,9 +85,7 @@ class MultiplicityModel(nn.Module):
         gen = torch.Generator(device=dev).manual_seed(int(seed))
         threads = torch.get_num_threads()
         if dev.type == "cpu":
-            torch.set_num_threads(
-                1
-            )  # tiny matmuls: extra threads only add synchronisation (30x on a busy box)
+            torch.set_num_threads(1)  # tiny matmuls: extra threads only add synchronisation (30x on a busy box)
         try:
             return self._fit_loop(counts, pt, m0, y, steps, lr, gen, progress)
         finally:

@@ -40,9 +40,7 @@ class Block(nn.Module):
         self.proj = nn.Linear(width, width)
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         hidden = int(round(mlp_ratio * width))
-        self.mlp = nn.Sequential(
-            nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width)
-        )
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(cond_width, 6 * width))
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
@@ -76,9 +74,7 @@ class SetTransformer(nn.Module):
         self.time = TimeEmbedding(dc, cfg.fourier_features)
         self.cond = ConditionEmbedding(dc, cfg.n_classes)
         self.counts = nn.Sequential(nn.Linear(N_CHANNELS, dc), nn.SiLU(), nn.Linear(dc, dc))
-        self.blocks = nn.ModuleList(
-            Block(d, cfg.heads, cfg.mlp_ratio, dc, cfg.dropout) for _ in range(cfg.blocks)
-        )
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, dc, cfg.dropout) for _ in range(cfg.blocks))
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(dc, 2 * d))
         self.out = nn.Linear(d, 3)

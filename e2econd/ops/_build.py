@@ -59,7 +59,7 @@ def source_globs(root: str) -> list[tuple[str, bool]]:
             if not line:
                 continue
             is_cuda = line.startswith("cuda:")
-            out.append((line[len("cuda:"):].strip() if is_cuda else line, is_cuda))
+            out.append((line[len("cuda:") :].strip() if is_cuda else line, is_cuda))
     return out
 
 
@@ -105,8 +105,11 @@ def cxx_flags(debug: bool, python_module: bool) -> list[str]:
 def cuda_defines(torch_cuda: str, archs: str) -> list[str]:
     """Preprocessor defines of a CUDA build (``torch_cuda`` like "13.0")."""
     major, minor = (int(x) for x in torch_cuda.split(".")[:2])
-    return ["-DE2ECOND_WITH_CUDA", f"-DE2ECOND_CUDA_VERSION={major * 1000 + minor * 10}",
-            f'-DE2ECOND_CUDA_ARCHS="{archs}"']
+    return [
+        "-DE2ECOND_WITH_CUDA",
+        f"-DE2ECOND_CUDA_VERSION={major * 1000 + minor * 10}",
+        f'-DE2ECOND_CUDA_ARCHS="{archs}"',
+    ]
 
 
 def nvcc_flags(debug: bool) -> list[str]:
@@ -151,8 +154,12 @@ def _wrapper_target(nvcc: str) -> str | None:
 
 def cudart_dir(home: str, extra_dirs: tuple[str, ...] = ()) -> str | None:
     """Directory with a linkable (unversioned) ``libcudart.so`` for ``-lcudart``, or None."""
-    for d in (os.path.join(home, "lib64"), os.path.join(home, "lib"),
-              os.path.join(home, "targets", "x86_64-linux", "lib"), *extra_dirs):
+    for d in (
+        os.path.join(home, "lib64"),
+        os.path.join(home, "lib"),
+        os.path.join(home, "targets", "x86_64-linux", "lib"),
+        *extra_dirs,
+    ):
         if os.path.isfile(os.path.join(d, "libcudart.so")):
             return d
     return None
@@ -185,6 +192,8 @@ def cuda_toolkit_problem(home: str | None, torch_cuda: str | None, extra_lib_dir
     if version.split(".")[0] != torch_cuda.split(".")[0]:
         return f"nvcc {version} ({home}) does not match torch's CUDA {torch_cuda}"
     if cudart_dir(home, extra_lib_dirs) is None:
-        return (f"no libcudart.so under {home}/lib64, {home}/lib or {home}/targets/x86_64-linux/lib "
-                "(set CUDA_HOME to a full toolkit)")
+        return (
+            f"no libcudart.so under {home}/lib64, {home}/lib or {home}/targets/x86_64-linux/lib "
+            "(set CUDA_HOME to a full toolkit)"
+        )
     return None

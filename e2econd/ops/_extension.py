@@ -56,8 +56,10 @@ def _prebuilt_mismatch() -> str | None:
     now = _build.torch_identity(torch)
     if built == now:
         return None
-    return (f"prebuilt e2econd._C was built against torch {built.get('torch')} (git {built.get('git')}), "
-            f"this is torch {now['torch']} (git {now['git']}): not loaded")
+    return (
+        f"prebuilt e2econd._C was built against torch {built.get('torch')} (git {built.get('git')}), "
+        f"this is torch {now['torch']} (git {now['git']}): not loaded"
+    )
 
 
 def _load() -> tuple[bool, str, str | None]:

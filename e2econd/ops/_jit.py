@@ -51,20 +51,37 @@ def plan(src_root: str) -> dict:
     cflags, cuda_flags, archs = B.cxx_flags(debug, python_module=False), [], None
     if use_cuda:
         archs = os.environ.get("TORCH_CUDA_ARCH_LIST") or (
-            "native" if torch.cuda.is_available() else B.DEFAULT_CUDA_ARCHS)
+            "native" if torch.cuda.is_available() else B.DEFAULT_CUDA_ARCHS
+        )
         defines = B.cuda_defines(torch.version.cuda, archs)
         cflags, cuda_flags = cflags + defines, B.nvcc_flags(debug) + defines
     ident = {
-        "torch": torch.__version__, "torch_git": getattr(torch.version, "git_version", None),
-        "torch_cuda": torch.version.cuda, "python": sys.implementation.cache_tag, "machine": platform.machine(),
-        "sources": B.source_hash(src_root), "cflags": cflags, "cuda_flags": cuda_flags, "archs": archs,
+        "torch": torch.__version__,
+        "torch_git": getattr(torch.version, "git_version", None),
+        "torch_cuda": torch.version.cuda,
+        "python": sys.implementation.cache_tag,
+        "machine": platform.machine(),
+        "sources": B.source_hash(src_root),
+        "cflags": cflags,
+        "cuda_flags": cuda_flags,
+        "archs": archs,
         "cuda_home": home if use_cuda else None,
     }
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     tag = "".join(c if c.isalnum() or c in ".-_" else "_" for c in torch.__version__)
-    return {"sources": B.sources(src_root, use_cuda), "include": src_root, "cflags": cflags,
-            "cuda_flags": cuda_flags, "cuda": use_cuda, "cuda_home": home, "archs": archs,
-            "cuda_skipped": cuda_problem, "key": key, "dir": cache_root() / f"torch{tag}-{key}", "ident": ident}
+    return {
+        "sources": B.sources(src_root, use_cuda),
+        "include": src_root,
+        "cflags": cflags,
+        "cuda_flags": cuda_flags,
+        "cuda": use_cuda,
+        "cuda_home": home,
+        "archs": archs,
+        "cuda_skipped": cuda_problem,
+        "key": key,
+        "dir": cache_root() / f"torch{tag}-{key}",
+        "ident": ident,
+    }
 
 
 @contextlib.contextmanager
@@ -113,9 +130,18 @@ def _compile(p: dict) -> None:
         ldflags.append(f"-L{B.cudart_dir(p['cuda_home'])}")
     p["dir"].mkdir(parents=True, exist_ok=True)
     with _ninja_on_path():
-        cpp.load(name=NAME, sources=p["sources"], extra_cflags=p["cflags"], extra_cuda_cflags=p["cuda_flags"],
-                 extra_ldflags=ldflags, extra_include_paths=[p["include"]], build_directory=str(p["dir"]),
-                 with_cuda=p["cuda"], is_python_module=False, verbose=False)
+        cpp.load(
+            name=NAME,
+            sources=p["sources"],
+            extra_cflags=p["cflags"],
+            extra_cuda_cflags=p["cuda_flags"],
+            extra_ldflags=ldflags,
+            extra_include_paths=[p["include"]],
+            build_directory=str(p["dir"]),
+            with_cuda=p["cuda"],
+            is_python_module=False,
+            verbose=False,
+        )
     if not hasattr(torch.ops.e2econd, "build_info"):
         raise RuntimeError(f"{p['dir'] / (NAME + '.so')} loaded but registered no e2econd ops")
 
@@ -134,12 +160,18 @@ def load_or_compile(src: str | None = None) -> tuple[bool, str, str | None]:
 
     ``src``: the kernel sources (default: the package's ``_csrc``, else the checkout's ``csrc``)."""
     if B.flag("E2ECOND_JIT") in B.OFF:
-        return False, "reference (no usable prebuilt e2econd._C; JIT compile disabled by E2ECOND_JIT=0)", \
-            "no usable prebuilt e2econd._C and E2ECOND_JIT=0"
+        return (
+            False,
+            "reference (no usable prebuilt e2econd._C; JIT compile disabled by E2ECOND_JIT=0)",
+            "no usable prebuilt e2econd._C and E2ECOND_JIT=0",
+        )
     src = src or B.source_root(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if src is None:
-        return False, "reference (no prebuilt e2econd._C and no kernel sources shipped)", \
-            "no prebuilt e2econd._C and no kernel sources (e2econd/_csrc) to compile"
+        return (
+            False,
+            "reference (no prebuilt e2econd._C and no kernel sources shipped)",
+            "no prebuilt e2econd._C and no kernel sources (e2econd/_csrc) to compile",
+        )
     import torch
 
     try:
@@ -163,8 +195,12 @@ def _compile_logged(p: dict, so: Path, failed: Path) -> None:
 
     what = "C++ + CUDA" if p["cuda"] else "C++"
     why = "" if p["cuda"] or p["cuda_skipped"] == "torch is a CPU build" else f"; no CUDA kernels: {p['cuda_skipped']}"
-    print(f"e2econd: compiling {what} kernels for torch {torch.__version__} (first use, ~{MINUTES[p['cuda']]} min) "
-          f"into {p['dir']}{why}…", file=sys.stderr, flush=True)
+    print(
+        f"e2econd: compiling {what} kernels for torch {torch.__version__} (first use, ~{MINUTES[p['cuda']]} min) "
+        f"into {p['dir']}{why}…",
+        file=sys.stderr,
+        flush=True,
+    )
     t0 = time.time()
     try:
         _compile(p)

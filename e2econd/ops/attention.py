@@ -86,7 +86,8 @@ def _check_padded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: to
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(
             f"masked_attention: q, k, v must all be (B, H, N, D); got {tuple(q.shape)}, "
-            f"{tuple(k.shape)}, {tuple(v.shape)}")
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if lengths.dim() != 1 or lengths.shape[0] != q.shape[0]:
         raise ValueError(f"masked_attention: lengths must be (B,) = ({q.shape[0]},); got {tuple(lengths.shape)}")
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
@@ -99,7 +100,8 @@ def _check_packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens:
     if q.dim() != 3 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(
             f"packed_attention: q, k, v must all be (total, H, D); got {tuple(q.shape)}, "
-            f"{tuple(k.shape)}, {tuple(v.shape)}")
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if cu_seqlens.dim() != 1 or cu_seqlens.shape[0] < 1:
         raise ValueError(f"packed_attention: cu_seqlens must be (B+1,); got {tuple(cu_seqlens.shape)}")
     if cu_seqlens.dtype.is_floating_point or cu_seqlens.dtype == torch.bool:
@@ -131,15 +133,17 @@ def check_packed_values(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -
     lengths = cu[1:] - cu[:-1]
     if lengths.numel() and int(lengths.min()) < 0:
         b = int(torch.nonzero(lengths < 0)[0, 0])
-        raise ValueError(f"packed_attention: cu_seqlens must be non-decreasing (jet {b}: {int(cu[b])} -> "
-                         f"{int(cu[b + 1])})")
+        raise ValueError(
+            f"packed_attention: cu_seqlens must be non-decreasing (jet {b}: {int(cu[b])} -> {int(cu[b + 1])})"
+        )
     if int(cu[-1]) != int(total):
         raise ValueError(f"packed_attention: cu_seqlens[-1] = {int(cu[-1])} but q has {int(total)} tokens")
     longest = int(lengths.max()) if lengths.numel() else 0
     if int(max_seqlen) < longest:
         b = int(torch.argmax(lengths))
-        raise ValueError(f"packed_attention: max_seqlen = {int(max_seqlen)} is below the longest jet "
-                         f"(jet {b}: {longest} hits)")
+        raise ValueError(
+            f"packed_attention: max_seqlen = {int(max_seqlen)} is below the longest jet (jet {b}: {longest} hits)"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +272,8 @@ def _packed_setup(ctx, inputs, output):
 def _packed_backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
     dq, dk, dv = torch.ops.e2econd.packed_attention_bwd(
-        grad_out, q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, ctx.scale)
+        grad_out, q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, ctx.scale
+    )
     return dq, dk, dv, None, None, None
 
 
@@ -293,8 +298,13 @@ def varlen_available() -> bool:
 
 def _varlen_ok(q: torch.Tensor) -> bool:
     d = int(q.shape[-1])
-    return (_varlen_attn is not None and q.device.type == "cuda" and q.dtype in _VARLEN_DTYPES
-            and d % 8 == 0 and d <= _VARLEN_MAX_D)
+    return (
+        _varlen_attn is not None
+        and q.device.type == "cuda"
+        and q.dtype in _VARLEN_DTYPES
+        and d % 8 == 0
+        and d <= _VARLEN_MAX_D
+    )
 
 
 @torch.compiler.assume_constant_result
@@ -306,8 +316,9 @@ def select_impl(q: torch.Tensor, impl: str | None = None) -> str:
     """The path ``packed_attention`` takes for q: 'varlen', 'kernel' or 'reference' (see module doc)."""
     want = impl if impl is not None else _impl_from_env()
     if want not in IMPLS:
-        raise ValueError(f"packed_attention: unknown impl {want!r} (E2ECOND_ATTENTION or impl=; "
-                         f"choose from {', '.join(IMPLS)})")
+        raise ValueError(
+            f"packed_attention: unknown impl {want!r} (E2ECOND_ATTENTION or impl=; choose from {', '.join(IMPLS)})"
+        )
     if forced_reference():
         return "reference"
     if want in ("auto", "varlen") and _varlen_ok(q):

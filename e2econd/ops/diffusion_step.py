@@ -62,9 +62,7 @@ def _check(x, v, coef, mask, x0_prev, noise, clip, seed, offset) -> torch.Tensor
             raise ValueError(f"diffusion_step: {name} is on {t.device}, x is on {x.device}")
     batch = x.size(0) if x.dim() >= 1 else 1
     if not (coef.shape == (6,) or coef.shape == (batch, 6)):
-        raise ValueError(
-            f"diffusion_step: coef must have shape (6,) or ({batch}, 6), got {tuple(coef.shape)}"
-        )
+        raise ValueError(f"diffusion_step: coef must have shape (6,) or ({batch}, 6), got {tuple(coef.shape)}")
     if coef.device != x.device:
         raise ValueError(f"diffusion_step: coef is on {coef.device}, x is on {x.device}")
     if clip < 0 or not math.isfinite(clip):
@@ -79,8 +77,7 @@ def _check(x, v, coef, mask, x0_prev, noise, clip, seed, offset) -> torch.Tensor
         mask = mask.to(torch.bool).expand(x.shape[:-1])
     except RuntimeError:
         raise ValueError(
-            f"diffusion_step: mask of shape {tuple(mask.shape)} does not broadcast to the points "
-            f"{tuple(x.shape[:-1])}"
+            f"diffusion_step: mask of shape {tuple(mask.shape)} does not broadcast to the points {tuple(x.shape[:-1])}"
         ) from None
     return mask
 

@@ -97,8 +97,9 @@ def _box_muller(w0, w1, w2, w3, log1p: bool = False):
     return rad_a * torch.cos(th_a), rad_a * torch.sin(th_a), rad_b * torch.cos(th_b), rad_b * torch.sin(th_b)
 
 
-def philox_normal(numel: int, seed: int, offset: int = 0, device: torch.device | str = "cpu",
-                  log1p: bool = False) -> torch.Tensor:
+def philox_normal(
+    numel: int, seed: int, offset: int = 0, device: torch.device | str = "cpu", log1p: bool = False
+) -> torch.Tensor:
     """``numel`` fp32 standard normals, element i from Philox block i // 4 lane i % 4 keyed by (seed, offset).
 
     Exactly the noise ``diffusion_step`` generates in-kernel for a tensor of ``numel`` elements
@@ -110,7 +111,5 @@ def philox_normal(numel: int, seed: int, offset: int = 0, device: torch.device |
         raise ValueError(f"philox_normal: offset must be >= 0, got {offset}")
     g = torch.arange((numel + 3) // 4, dtype=torch.int64, device=device)
     scalar = lambda val: torch.tensor(val & MASK32, dtype=torch.int64, device=device)  # noqa: E731
-    words = _philox_words(
-        g & MASK32, g >> 32, scalar(offset), scalar(offset >> 32), scalar(seed), scalar(seed >> 32)
-    )
+    words = _philox_words(g & MASK32, g >> 32, scalar(offset), scalar(offset >> 32), scalar(seed), scalar(seed >> 32))
     return torch.stack(_box_muller(*words, log1p=log1p), dim=-1).reshape(-1)[:numel]

@@ -54,11 +54,14 @@ def run(toy_run, tmp_path) -> Path:
 def tiny_cfg(tmp_path) -> Path:
     from e2econd.config import Config, ModelConfig, MultiplicityConfig, save
 
-    cfg = Config(model=ModelConfig(width=16, blocks=1, heads=2, cond_width=16, fourier_features=4),
-                 multiplicity=MultiplicityConfig(components=2, hidden=8, steps=20))
+    cfg = Config(
+        model=ModelConfig(width=16, blocks=1, heads=2, cond_width=16, fourier_features=4),
+        multiplicity=MultiplicityConfig(components=2, hidden=8, steps=20),
+    )
     cfg.data.channels = ["ecal"]
-    for k, v in dict(max_steps=20, batch_size=32, warmup_steps=2, val_every=10**6, ckpt_every=1, log_every=1,
-                     bucket_pool=2).items():
+    for k, v in dict(
+        max_steps=20, batch_size=32, warmup_steps=2, val_every=10**6, ckpt_every=1, log_every=1, bucket_pool=2
+    ).items():
         setattr(cfg.train, k, v)
     path = tmp_path / "tiny.json"
     save(cfg, path)
@@ -82,8 +85,11 @@ def test_train_resume_from_truncated_checkpoint(hits, run):
     last = run / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     before = snapshot(run)
-    fails(["train", hits, "--out", run, "--resume", "--max-steps", "5000", "--device", "cpu", "--no-progress"],
-          "last.pt", "truncated")
+    fails(
+        ["train", hits, "--out", run, "--resume", "--max-steps", "5000", "--device", "cpu", "--no-progress"],
+        "last.pt",
+        "truncated",
+    )
     assert snapshot(run) == before
 
 
@@ -108,8 +114,14 @@ def test_train_stops_on_non_finite_loss_and_keeps_last_good_checkpoint(hits, tin
 
     monkeypatch.setattr(T, "loss_sum", nan_at_third)
     out = tmp_path / "out"
-    line = fails(train_args(hits, out, tiny_cfg), str(out), "step 3", "not finite", "last.pt (step 2) is kept",
-                 "the run diverged")
+    line = fails(
+        train_args(hits, out, tiny_cfg),
+        str(out),
+        "step 3",
+        "not finite",
+        "last.pt (step 2) is kept",
+        "the run diverged",
+    )
     assert "nan" in line
     ck = load_checkpoint(out / "checkpoints" / "last.pt")  # validated: finite weights
     assert ck["step"] == 2
@@ -187,15 +199,18 @@ def _set(t: pa.Table, key: str, row: int, value: float) -> pa.Table:
     return t.set_column(t.schema.get_field_index(key), key, pa.array(vals, t.schema.field(key).type))
 
 
-@pytest.mark.parametrize("case,needles", [
-    ("missing_file", ["no_such.parquet", "no such file"]),
-    ("missing_dir_split", ["test.parquet missing"]),
-    ("no_m0_column", ["test.parquet", "key 'm0'", "lacks the condition column"]),
-    ("nan_pt", ["hits", "key 'pt'", "row 1", "nan"]),
-    ("negative_m0", ["key 'm0'", "row 0"]),
-    ("e2e_file_without_m0", ["noconds.parquet", "key 'm0'", "missing column"]),
-    ("e2e_file_with_nan_pt", ["nanpt.parquet", "key 'pt'", "row 2", "non-finite"]),
-])
+@pytest.mark.parametrize(
+    "case,needles",
+    [
+        ("missing_file", ["no_such.parquet", "no such file"]),
+        ("missing_dir_split", ["test.parquet missing"]),
+        ("no_m0_column", ["test.parquet", "key 'm0'", "lacks the condition column"]),
+        ("nan_pt", ["hits", "key 'pt'", "row 1", "nan"]),
+        ("negative_m0", ["key 'm0'", "row 0"]),
+        ("e2e_file_without_m0", ["noconds.parquet", "key 'm0'", "missing column"]),
+        ("e2e_file_with_nan_pt", ["nanpt.parquet", "key 'pt'", "row 2", "non-finite"]),
+    ],
+)
 def test_sample_bad_conditions_from(run, hits, tmp_path, case, needles):
     from e2econd.data.e2e_io import E2EWriter
 
@@ -228,16 +243,19 @@ def test_sample_bad_conditions_from(run, hits, tmp_path, case, needles):
 
 
 # --------------------------------------------------------------------------------------- make-data
-@pytest.mark.parametrize("params,needles", [
-    ({"ecal_noise_typo": 0.1}, ["key 'detector'", "unknown detector parameter", "ecal_noise_typo"]),
-    ({"ecal_a": "big"}, ["key 'ecal_a'", "expected a number"]),
-    ({"trk_eff": 1.5}, ["key 'trk_eff'", "[0, 1]"]),
-    ({"hcal_noise": -0.2}, ["key 'hcal_noise'", ">= 0"]),
-    ({"r_ecal": 0}, ["key 'r_ecal'", "> 0"]),
-    ({"had_beta": [1.5]}, ["key 'had_beta'", "two numbers"]),
-    ({"ecal_c": float("nan")}, ["key 'ecal_c'", "finite"]),
-    ([0.1, 0.2], ["key 'detector'", "JSON object"]),
-])
+@pytest.mark.parametrize(
+    "params,needles",
+    [
+        ({"ecal_noise_typo": 0.1}, ["key 'detector'", "unknown detector parameter", "ecal_noise_typo"]),
+        ({"ecal_a": "big"}, ["key 'ecal_a'", "expected a number"]),
+        ({"trk_eff": 1.5}, ["key 'trk_eff'", "[0, 1]"]),
+        ({"hcal_noise": -0.2}, ["key 'hcal_noise'", ">= 0"]),
+        ({"r_ecal": 0}, ["key 'r_ecal'", "> 0"]),
+        ({"had_beta": [1.5]}, ["key 'had_beta'", "two numbers"]),
+        ({"ecal_c": float("nan")}, ["key 'ecal_c'", "finite"]),
+        ([0.1, 0.2], ["key 'detector'", "JSON object"]),
+    ],
+)
 def test_make_data_bad_detector_option(tmp_path, params, needles):
     det = tmp_path / "det.json"
     det.write_text(json.dumps(params))

@@ -398,8 +398,16 @@ def test_tiny_input_with_empty_splits(tmp_path):
     for seed in range(8):
         out = tmp_path / f"hits{seed}"
         try:
-            preprocess([f], out, split=(0.5, 0.25, 0.25), seed=seed, threshold=0.5, negatives="drop",
-                       max_hits=12, progress=False)
+            preprocess(
+                [f],
+                out,
+                split=(0.5, 0.25, 0.25),
+                seed=seed,
+                threshold=0.5,
+                negatives="drop",
+                max_hits=12,
+                progress=False,
+            )
         except E2EInputError as exc:  # both jets landed outside train: nothing to fit on
             assert "train split is empty" in str(exc) and not out.exists()
             outcomes.add("empty train")
@@ -414,7 +422,8 @@ def test_progress_switches(fixture_hits, tmp_path):
     """--progress draws the bar on stderr, --no-progress and the default (stderr not a terminal) do not."""
     for flag, expect_bar in (("--progress", True), ("--no-progress", False), (None, False)):
         out = tmp_path / f"p{flag}.h5"
-        r = CliRunner().invoke(main, ["export", str(fixture_hits), "--out", str(out), "--split", "test"]
-                               + ([flag] if flag else []))
+        r = CliRunner().invoke(
+            main, ["export", str(fixture_hits), "--out", str(out), "--split", "test"] + ([flag] if flag else [])
+        )
         assert r.exit_code == 0, r.output
         assert ("export:" in r.stderr and "jet" in r.stderr) == expect_bar, (flag, r.stderr)

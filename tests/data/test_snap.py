@@ -70,6 +70,7 @@ def test_snap_batch_matches_per_jet():
 
 def test_snap_move_gives_every_hit_its_own_cell():
     from e2econd.data.geometry import PIXEL
+
     # jet 0: two hits on crystal (62, 62); the weaker one sits slightly towards +phi -> moves to (62, 63)
     deta = np.array([0.0, 0.0, 0.3 * PIXEL])
     dphi = np.array([0.0, 0.3 * PIXEL, 0.0])
@@ -89,6 +90,7 @@ def test_snap_move_gives_every_hit_its_own_cell():
 @pytest.mark.parametrize("channel", [0, 1, 2])
 def test_snap_move_preserves_hits_and_energy(channel):
     from e2econd.data.geometry import PIXEL
+
     rng = np.random.default_rng(channel)
     n_jets, per_jet = 5, 300
     width = 6 if channel != 2 else 25  # pixels: dense cores force many collisions
@@ -103,8 +105,8 @@ def test_snap_move_preserves_hits_and_energy(channel):
         h = moved.hitset(j)
         cells = set(zip(h.ieta.tolist(), h.iphi.tolist()))
         assert len(cells) == len(h)  # distinct cells
-        np.testing.assert_allclose(h.e.astype(np.float64).sum(), summed.hitset(j).e.astype(np.float64).sum(),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(h.e.astype(np.float64).sum(), summed.hitset(j).e.astype(np.float64).sum(), rtol=1e-5)
     if channel != 2:  # crystals: room for every hit within reach
-        assert moved.counts.tolist() == [per_jet - int((~np.isfinite(e[offsets[j]:offsets[j + 1]])).sum())
-                                         for j in range(n_jets)]
+        assert moved.counts.tolist() == [
+            per_jet - int((~np.isfinite(e[offsets[j] : offsets[j + 1]])).sum()) for j in range(n_jets)
+        ]

@@ -23,8 +23,9 @@ from e2econd.generate.imaging import render, seed_tower
 def _one(pid, pt, eta, phi, charge, mass=0.0):
     px, py, pz = pt * math.cos(phi), pt * math.sin(phi), pt * math.sinh(eta)
     e = math.sqrt(px * px + py * py + pz * pz + mass * mass)
-    return Particles(np.array([px]), np.array([py]), np.array([pz]), np.array([e]),
-                     np.array([pid]), np.array([float(charge)]))
+    return Particles(
+        np.array([px]), np.array([py]), np.array([pz]), np.array([e]), np.array([pid]), np.array([float(charge)])
+    )
 
 
 def _lorentz_oracle(pt, phi0, q, r_target, B, step=2e-4):
@@ -68,8 +69,9 @@ def test_track_curvature_matches_lorentz_force(pt, q):
     expected = _lorentz_oracle(pt, phi0, q, cfg.r_ecal, cfg.B)
     closed = phi0 - q * math.asin(0.3 * cfg.B * cfg.r_ecal / (2 * pt))
     assert expected == pytest.approx(closed, abs=2e-4)
-    eta_hit, phi_hit, ok = propagate(np.array([pt]), np.array([0.0]), np.array([phi0]), np.array([q]),
-                                     cfg.r_ecal, cfg.z_ecal, cfg.B)
+    eta_hit, phi_hit, ok = propagate(
+        np.array([pt]), np.array([0.0]), np.array([phi0]), np.array([q]), cfg.r_ecal, cfg.z_ecal, cfg.B
+    )
     assert ok[0]
     assert phi_hit[0] == pytest.approx(expected, abs=2e-4)
     assert curvature_dphi(pt, q, cfg.r_ecal, cfg.B) == pytest.approx(closed - phi0, abs=1e-12)
@@ -81,18 +83,24 @@ def test_loopers_neutrals_and_endcap():
     cfg = DetectorConfig()
     pt_curl = 0.3 * cfg.B * cfg.r_ecal / 2  # 0.735 GeV
     assert _lorentz_oracle(0.95 * pt_curl, 0.0, 1, cfg.r_ecal, cfg.B) is None
-    _, _, ok = propagate(np.array([0.95 * pt_curl]), np.array([0.0]), np.array([0.0]), np.array([1.0]),
-                         cfg.r_ecal, cfg.z_ecal, cfg.B)
+    _, _, ok = propagate(
+        np.array([0.95 * pt_curl]), np.array([0.0]), np.array([0.0]), np.array([1.0]), cfg.r_ecal, cfg.z_ecal, cfg.B
+    )
     assert not ok[0]
     # a neutral particle goes straight: impact (eta, phi) = direction
-    e, p, ok = propagate(np.array([3.0, 3.0]), np.array([0.7, 2.8]), np.array([1.0, -2.0]),
-                         np.array([0.0, 0.0]),
-                         cfg.r_ecal, cfg.z_ecal, cfg.B)
+    e, p, ok = propagate(
+        np.array([3.0, 3.0]),
+        np.array([0.7, 2.8]),
+        np.array([1.0, -2.0]),
+        np.array([0.0, 0.0]),
+        cfg.r_ecal,
+        cfg.z_ecal,
+        cfg.B,
+    )
     assert ok.all() and np.allclose(e, [0.7, 2.8]) and np.allclose(p, [1.0, -2.0])
     # a charged particle hitting the endcap face: position from the helix at z = z_ecal
     pt, eta, q = 5.0, 2.5, 1.0
-    e, p, ok = propagate(np.array([pt]), np.array([eta]), np.array([0.0]), np.array([q]),
-                         cfg.r_ecal, cfg.z_ecal, cfg.B)
+    e, p, ok = propagate(np.array([pt]), np.array([eta]), np.array([0.0]), np.array([q]), cfg.r_ecal, cfg.z_ecal, cfg.B)
     R = pt / (0.3 * cfg.B)
     s = cfg.z_ecal / math.sinh(eta)  # transverse path length
     x, y = R * math.sin(s / R), -R * (1 - math.cos(s / R))  # circle, bending clockwise
@@ -125,8 +133,9 @@ def test_hcal_resolution_and_response():
     rng = np.random.default_rng(7)
     energy = 100.0
     n = 4000
-    p = Particles(np.full(n, energy), np.zeros(n), np.zeros(n), np.full(n, energy),
-                  np.full(n, 130), np.zeros(n))  # K0L along +x at eta = 0
+    p = Particles(
+        np.full(n, energy), np.zeros(n), np.zeros(n), np.full(n, energy), np.full(n, 130), np.zeros(n)
+    )  # K0L along +x at eta = 0
     dep = simulate(p, cfg, rng)
     assert len(dep.hcal_e) == n and len(dep.ecal_e) == 0
     ev = cfg.had_resp * energy
@@ -147,9 +156,14 @@ def test_track_efficiency_and_smearing():
     rel = math.hypot(cfg.trk_res, cfg.trk_res_pt * pt)
     assert dep.trk_pt.std() / pt == pytest.approx(rel, rel=0.05)
     # below threshold or outside the tracker: no tracks
-    p2 = Particles(np.array([0.4, 10 * math.cos(0.1)]), np.array([0.0, 10 * math.sin(0.1)]),
-                   np.array([0.0, 10 * math.sinh(2.7)]), np.array([0.4, 10 * math.cosh(2.7)]),
-                   np.array([211, 211]), np.array([1.0, 1.0]))
+    p2 = Particles(
+        np.array([0.4, 10 * math.cos(0.1)]),
+        np.array([0.0, 10 * math.sin(0.1)]),
+        np.array([0.0, 10 * math.sinh(2.7)]),
+        np.array([0.4, 10 * math.cosh(2.7)]),
+        np.array([211, 211]),
+        np.array([1.0, 1.0]),
+    )
     assert len(simulate(p2, cfg, rng).trk_pt) == 0
 
 

@@ -27,8 +27,9 @@ def _deps(trk=(), ecal=(), hcal=()):
     t = np.array(trk, dtype=np.float64).reshape(-1, 3)
     e = np.array(ecal, dtype=np.float64).reshape(-1, 4)
     h = np.array(hcal, dtype=np.float64).reshape(-1, 3)
-    return Deposits(t[:, 0], t[:, 1], t[:, 2], e[:, 0], e[:, 1], e[:, 2], e[:, 3].astype(np.int8),
-                    h[:, 0], h[:, 1], h[:, 2])
+    return Deposits(
+        t[:, 0], t[:, 1], t[:, 2], e[:, 0], e[:, 1], e[:, 2], e[:, 3].astype(np.int8), h[:, 0], h[:, 1], h[:, 2]
+    )
 
 
 def test_spread_add_point_matches_histogram_and_conserves_energy():

@@ -72,9 +72,9 @@ def test_cli_writes_both_formats(tmp_path):
     from e2econd.cli import main
 
     out = tmp_path / "g.parquet"
-    r = CliRunner().invoke(main, ["make-data", "--process", "gluon", "--n", "3", "--seed", "5",
-                                  "--out", str(out),
-                                  "--also-h5", "--quiet"])
+    r = CliRunner().invoke(
+        main, ["make-data", "--process", "gluon", "--n", "3", "--seed", "5", "--out", str(out), "--also-h5", "--quiet"]
+    )
     assert r.exit_code == 0, r.output
     imgs, pt, _, y = _read(out)
     imgs_h5, _, _, _ = _read(tmp_path / "g.h5")

@@ -12,9 +12,19 @@ from e2econd.generate.make_data import PROCESSES, generate_unit
 
 def _unit(process, n, seed):
     spec = PROCESSES[process]
-    task = {"process": process, "unit": 0, "unit_size": n, "n": n, "seed": seed, "R": spec["R"],
-            "pt_min": spec["pt_min"], "pt_max": spec["pt_max"], "eta_max": 1.5,
-            "detector": DetectorConfig().to_dict(), "pileup": 0.0}
+    task = {
+        "process": process,
+        "unit": 0,
+        "unit_size": n,
+        "n": n,
+        "seed": seed,
+        "R": spec["R"],
+        "pt_min": spec["pt_min"],
+        "pt_max": spec["pt_max"],
+        "eta_max": 1.5,
+        "detector": DetectorConfig().to_dict(),
+        "pileup": 0.0,
+    }
     return generate_unit(task)
 
 

@@ -41,9 +41,7 @@ def test_fit_reproduces_marginals_and_pt_dependence():
     hist = m.fit(counts, pt, m0, y, steps=400, lr=5e-3, seed=0)
     assert hist[-1] < hist[0]
     # sample at the training conditions: marginals of log n match
-    s = m.sample(
-        torch.tensor(pt), torch.tensor(m0), torch.tensor(y), generator=torch.Generator().manual_seed(1)
-    )
+    s = m.sample(torch.tensor(pt), torch.tensor(m0), torch.tensor(y), generator=torch.Generator().manual_seed(1))
     assert s.shape == (len(pt), 3) and s.dtype == torch.int64
     assert torch.all(s[:, 0] == 0)  # tracks not modelled
     s = s.numpy()

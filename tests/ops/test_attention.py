@@ -33,8 +33,10 @@ _REQUIRE = os.environ.get("E2ECOND_REQUIRE_EXT", "") in ("1", "true", "yes")
 
 
 def _kernels_present() -> bool:
-    ok = all(has_kernel(op, "cpu") for op in ("masked_attention_fwd", "masked_attention_bwd",
-                                              "packed_attention_fwd", "packed_attention_bwd"))
+    ok = all(
+        has_kernel(op, "cpu")
+        for op in ("masked_attention_fwd", "masked_attention_bwd", "packed_attention_fwd", "packed_attention_bwd")
+    )
     if _REQUIRE and not ok:
         pytest.fail(f"E2ECOND_REQUIRE_EXT=1 but the attention CPU kernels are missing (LOADED={LOADED})")
     return ok
@@ -201,7 +203,7 @@ def test_packed_kernel_matches_reference_and_padded(dtype, lengths):
     # padded layout on the same data: identical per-jet math
     gpad = torch.zeros(q.shape, dtype=dtype)
     for b, n in enumerate(lengths):
-        gpad[b, :, :n] = g[cu[b]:cu[b + 1]].transpose(0, 1)
+        gpad[b, :, :n] = g[cu[b] : cu[b + 1]].transpose(0, 1)
     pad = grads(masked_attention, (q, k, v, L), gpad)
     for a, b in zip(res, pad):
         assert rel(a, to_packed(b, lengths)) <= TOL[dtype]
@@ -262,8 +264,7 @@ def test_gradcheck_float64(path):
         assert torch.autograd.gradcheck(lambda a, b, c: masked_attention(a, b, c, L, 0.7), leaves, fast_mode=True)
         cu = cu_of(lengths)
         packed = tuple(to_packed(x, lengths).detach().requires_grad_(True) for x in (q, k, v))
-        assert torch.autograd.gradcheck(lambda a, b, c: packed_attention(a, b, c, cu, 5, 0.7), packed,
-                                         fast_mode=True)
+        assert torch.autograd.gradcheck(lambda a, b, c: packed_attention(a, b, c, cu, 5, 0.7), packed, fast_mode=True)
 
 
 @needs_kernel
@@ -274,15 +275,17 @@ def test_opcheck():
     args = [x.clone().requires_grad_(True) for x in (q, k, v)]
     torch.library.opcheck(torch.ops.e2econd.masked_attention_fwd.default, (*args, L32, 0.25))
     out, lse = torch.ops.e2econd.masked_attention_fwd(q, k, v, L32, 0.25)
-    torch.library.opcheck(torch.ops.e2econd.masked_attention_bwd.default,
-                          (torch.randn_like(out), q, k, v, out, lse, L32, 0.25))
+    torch.library.opcheck(
+        torch.ops.e2econd.masked_attention_bwd.default, (torch.randn_like(out), q, k, v, out, lse, L32, 0.25)
+    )
     qp, kp, vp = (to_packed(x, lengths) for x in (q, k, v))
     cu = cu_of(lengths)
     argsp = [x.clone().requires_grad_(True) for x in (qp, kp, vp)]
     torch.library.opcheck(torch.ops.e2econd.packed_attention_fwd.default, (*argsp, cu, 9, 0.25))
     outp, lsep = torch.ops.e2econd.packed_attention_fwd(qp, kp, vp, cu, 9, 0.25)
-    torch.library.opcheck(torch.ops.e2econd.packed_attention_bwd.default,
-                          (torch.randn_like(outp), qp, kp, vp, outp, lsep, cu, 9, 0.25))
+    torch.library.opcheck(
+        torch.ops.e2econd.packed_attention_bwd.default, (torch.randn_like(outp), qp, kp, vp, outp, lsep, cu, 9, 0.25)
+    )
 
 
 @needs_kernel
@@ -388,8 +391,7 @@ def test_generic_isa_path_matches_reference():
     import sys
 
     env = {**os.environ, "E2ECOND_CPU_ISA": "generic", "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-c", _GENERIC_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", _GENERIC_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "cpu_isa=generic" in res["build"]

@@ -23,8 +23,13 @@ pytestmark = [
 TOL = {torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 3e-2}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (dtype, impl): fp32 has one path; half precision both (auto = varlen on tensor cores)
-PATHS = [(torch.float32, "auto"), (torch.float16, "auto"), (torch.float16, "kernel"), (torch.bfloat16, "auto"),
-         (torch.bfloat16, "kernel")]
+PATHS = [
+    (torch.float32, "auto"),
+    (torch.float16, "auto"),
+    (torch.float16, "kernel"),
+    (torch.bfloat16, "auto"),
+    (torch.bfloat16, "kernel"),
+]
 
 
 @pytest.fixture(autouse=True)

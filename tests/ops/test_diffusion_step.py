@@ -131,8 +131,20 @@ def test_ddpm_ancestral_samples_gaussian_data(ext):
 
 
 # --------------------------------------------------------------------------- kernel vs reference
-SHAPES = [(0, 4, 3), (2, 0, 3), (1, 1, 1), (1, 1, 3), (2, 5, 3), (3, 257, 3), (5, 1001, 7), (2, 3, 1025),
-          (0, 3), (1, 1), (7, 3), (4099, 5)]
+SHAPES = [
+    (0, 4, 3),
+    (2, 0, 3),
+    (1, 1, 1),
+    (1, 1, 3),
+    (2, 5, 3),
+    (3, 257, 3),
+    (5, 1001, 7),
+    (2, 3, 1025),
+    (0, 3),
+    (1, 1),
+    (7, 3),
+    (4099, 5),
+]
 
 
 def _inputs(shape, seed, per_sample):
@@ -321,6 +333,7 @@ def test_torch_compile_fullgraph(ext):
         return gm.forward
 
     x, v, coef, mask, _, _ = _inputs((2, 8, 3), 11, False)
+
     def step(x, v, c, m):
         return diffusion_step(x, v, c, mask=m, seed=1)[0]
 

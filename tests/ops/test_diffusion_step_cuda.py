@@ -23,8 +23,7 @@ pytestmark = [
 ]
 
 TOL = {torch.float32: 1e-6, torch.bfloat16: 8e-3}
-SHAPES = [(0, 4, 3), (1, 1, 1), (2, 5, 3), (3, 257, 3), (5, 1001, 7), (2, 3, 1025), (7, 3), (4099, 5),
-          (64, 700, 3)]
+SHAPES = [(0, 4, 3), (1, 1, 1), (2, 5, 3), (3, 257, 3), (5, 1001, 7), (2, 3, 1025), (7, 3), (4099, 5), (64, 700, 3)]
 
 
 def rel_err(a, b):
@@ -67,8 +66,10 @@ def test_cuda_matches_reference(shape, variant, per_sample, dtype):
     assert rel_err(x0, ref_x0) <= tol
     if "mask" in kw:
         keep = mask.unsqueeze(-1).expand_as(x)
-        assert torch.equal(out[~keep].view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
-                           x[~keep].view(torch.int16 if dtype == torch.bfloat16 else torch.int32))
+        assert torch.equal(
+            out[~keep].view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
+            x[~keep].view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
+        )
         assert (x0[~keep] == 0).all()
     xi = x.clone()
     kw.pop("return_x0", None)
@@ -79,8 +80,13 @@ def test_cuda_matches_reference(shape, variant, per_sample, dtype):
 def test_cuda_noise_equals_cpu_and_reference():
     n = 4 * 100_000 + 1
     coef = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
-    z_cuda = diffusion_step(torch.zeros(n, 1, device="cuda"), torch.zeros(n, 1, device="cuda"), coef.cuda(),
-                            seed=5, offset=9)[0].cpu().reshape(-1)
+    z_cuda = (
+        diffusion_step(
+            torch.zeros(n, 1, device="cuda"), torch.zeros(n, 1, device="cuda"), coef.cuda(), seed=5, offset=9
+        )[0]
+        .cpu()
+        .reshape(-1)
+    )
     z_ref = philox_normal(n, 5, 9)
     assert rel_err(z_cuda, z_ref) <= 2e-6
     assert (z_cuda - z_ref).abs().max().item() < 1e-4

@@ -47,11 +47,14 @@ def test_packed_contract_violations_raise_one_line(path, cu, total, mx, msg):
 
 
 @kernel
-@pytest.mark.parametrize("cu,mx,msg", [
-    ([0, 5, 12], 6, "max_seqlen = 6 is below the longest jet (7 hits)"),
-    ([0, 5, 14], 9, "end at <= total (12)"),
-    ([0, 8, 5, 12], 9, "non-decreasing (jet 1: 8 -> 5)"),
-])
+@pytest.mark.parametrize(
+    "cu,mx,msg",
+    [
+        ([0, 5, 12], 6, "max_seqlen = 6 is below the longest jet (7 hits)"),
+        ([0, 5, 14], 9, "end at <= total (12)"),
+        ([0, 8, 5, 12], 9, "non-decreasing (jet 1: 8 -> 5)"),
+    ],
+)
 def test_cpp_op_checks_the_same_contract(cu, mx, msg):
     q, k, v = _qkv(12)
     cu = torch.tensor(cu, dtype=torch.int32)
@@ -72,8 +75,9 @@ def test_checks_can_be_skipped_and_stay_out_of_tracing():
     cu = torch.tensor([0, 5, 12], dtype=torch.int32)
     want = packed_attention_reference(q, k, v, cu, 7)
     assert torch.equal(packed_attention(q, k, v, cu, 7, impl="reference", check=False), want)
-    f = torch.compile(lambda q, k, v: packed_attention(q, k, v, cu, 7, impl="reference"), fullgraph=True,
-                      backend="eager")
+    f = torch.compile(
+        lambda q, k, v: packed_attention(q, k, v, cu, 7, impl="reference"), fullgraph=True, backend="eager"
+    )
     assert torch.allclose(f(q, k, v), want)
 
 
@@ -121,6 +125,7 @@ def test_varlen_wiring_with_a_stand_in(monkeypatch, has_scale):
         return packed_attention_reference(q, k, v, cu_q, max_q, s)
 
     if not has_scale:
+
         def fake_varlen(q, k, v, cu_q, cu_k, max_q, max_k, _f=fake_varlen):  # noqa: F811 (no scale=)
             return _f(q, k, v, cu_q, cu_k, max_q, max_k)
 

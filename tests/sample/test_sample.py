@@ -62,8 +62,11 @@ def test_sample_writes_valid_e2e_with_requested_conditions(tiny_run, tmp_path):
 def test_missing_conditions_drawn_from_training_neighbours(tiny_run, tmp_path):
     from e2econd.sample import draw_conditions
 
-    table = {"pt": np.array([100.0, 101, 102, 500, 501]), "m0": np.array([10.0, 11, 12, 50, 51]),
-             "y": np.array([0, 1, 0, 1, 1])}
+    table = {
+        "pt": np.array([100.0, 101, 102, 500, 501]),
+        "m0": np.array([10.0, 11, 12, 50, 51]),
+        "y": np.array([0, 1, 0, 1, 1]),
+    }
     pt, m0, y = draw_conditions(table, 200, pt=100.5, mass=None, label=None, seed=1, knn=3)
     assert np.all(pt == 100.5) and set(m0) <= {10.0, 11.0, 12.0} and set(y) <= {0, 1}
     pt, m0, y = draw_conditions(table, 50, pt=None, mass=None, label=1, seed=1)
@@ -97,8 +100,11 @@ def _toy_batch(run, n_per_jet=(5, 40, 17), y=(0, 1, 1)):
     cu[1:] = torch.cumsum(lengths, 0)
     channel = torch.full((int(lengths.sum()),), CHANNELS.index("ecal"))
     c = run.transforms.condition.forward(np.full(len(y), 150.0), np.full(len(y), 15.0))
-    cond = {"pt": torch.tensor(c[:, 0], dtype=torch.float32), "m0": torch.tensor(c[:, 1], dtype=torch.float32),
-            "y": torch.tensor(y)}
+    cond = {
+        "pt": torch.tensor(c[:, 0], dtype=torch.float32),
+        "m0": torch.tensor(c[:, 1], dtype=torch.float32),
+        "y": torch.tensor(y),
+    }
     return channel, cu, cond, int(lengths.max())
 
 
@@ -182,13 +188,16 @@ def test_guidance_and_channel_subset(tiny_run, tmp_path):
     assert not np.array_equal(ia[:, 1], ib[:, 1])
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--pt", "-5"], "--pt -5"),
-    (["--pt", "100000"], "outside the training range"),
-    (["--pt", "100", "--label", "7"], "--label 7"),
-    (["--pt", "100", "--steps", "0"], "steps"),
-    (["--pt", "100", "--guidance", "-1"], "--guidance"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--pt", "-5"], "--pt -5"),
+        (["--pt", "100000"], "outside the training range"),
+        (["--pt", "100", "--label", "7"], "--label 7"),
+        (["--pt", "100", "--steps", "0"], "steps"),
+        (["--pt", "100", "--guidance", "-1"], "--guidance"),
+    ],
+)
 def test_bad_conditions_fail_before_work(tiny_run, tmp_path, args, needle):
     run, _ = tiny_run
     out = tmp_path / "gen.parquet"
@@ -199,8 +208,9 @@ def test_bad_conditions_fail_before_work(tiny_run, tmp_path, args, needle):
 
 
 def test_run_without_checkpoint_is_refused(tmp_path):
-    res = CliRunner().invoke(main, ["sample", str(tmp_path), "--pt", "100", "--out", str(tmp_path / "g.h5"),
-                                    "--device", "cpu"])
+    res = CliRunner().invoke(
+        main, ["sample", str(tmp_path), "--pt", "100", "--out", str(tmp_path / "g.h5"), "--device", "cpu"]
+    )
     assert res.exit_code != 0 and "no checkpoint" in res.output
 
 

@@ -55,7 +55,7 @@ def _pre_graph_generate(run, opts, pt, m0, y, chunk_index):
     counts = run.multiplicity.sample(ct[:, 0], ct[:, 1], yt, generator=gen).cpu().clamp_max(MAX_HITS_PER_JET)
     order = torch.argsort(counts.sum(1), stable=True).numpy()
     for b, start in enumerate(range(0, n, opts.batch_size)):
-        idx = order[start:start + opts.batch_size]
+        idx = order[start : start + opts.batch_size]
         B, cnt = idx.size, counts[idx]
         lengths = cnt.sum(1)
         cu = torch.zeros(B + 1, dtype=torch.int32)
@@ -72,13 +72,27 @@ def _pre_graph_generate(run, opts, pt, m0, y, chunk_index):
             else:
                 drop = torch.zeros(2 * B, dtype=torch.bool)
                 drop[B:] = True
-                vv = run.model.forward_packed(torch.cat([x, x]), torch.cat([channel, channel]),
-                                              torch.cat([cu, cu[1:] + cu[-1]]), torch.full((2 * B,), t),
-                                              {k: torch.cat([c, c]) for k, c in cond.items()}, drop, max_seqlen=mx)
-                vc, vu = vv[: x.shape[0]], vv[x.shape[0]:]
+                vv = run.model.forward_packed(
+                    torch.cat([x, x]),
+                    torch.cat([channel, channel]),
+                    torch.cat([cu, cu[1:] + cu[-1]]),
+                    torch.full((2 * B,), t),
+                    {k: torch.cat([c, c]) for k, c in cond.items()},
+                    drop,
+                    max_seqlen=mx,
+                )
+                vc, vu = vv[: x.shape[0]], vv[x.shape[0] :]
                 v = vu + w * (vc - vu)
-            x, x0 = diffusion_step(x, v, coefs[i], x0_prev=x0_prev, clip=opts.clip, seed=seed & 0x7FFFFFFF,
-                                   offset=i, return_x0=plan.uses_x0_prev)
+            x, x0 = diffusion_step(
+                x,
+                v,
+                coefs[i],
+                x0_prev=x0_prev,
+                clip=opts.clip,
+                seed=seed & 0x7FFFFFFF,
+                offset=i,
+                return_x0=plan.uses_x0_prev,
+            )
             x0_prev = x0 if plan.uses_x0_prev else None
         feats = run.transforms.inverse(x.float(), channel).numpy().astype(np.float64)
         hits = []
@@ -150,8 +164,9 @@ def test_non_finite_network_output_is_an_error(tiny_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(SetTransformer, "forward_packed", poisoned)
     out = tmp_path / "gen.parquet"
-    res = CliRunner().invoke(main, ["sample", str(tiny_run), "--pt", "100", "--n", "3", "--steps", "2",
-                                    "--out", str(out)])
+    res = CliRunner().invoke(
+        main, ["sample", str(tiny_run), "--pt", "100", "--n", "3", "--steps", "2", "--out", str(out)]
+    )
     assert res.exit_code != 0
     assert "non-finite" in res.output and len(res.output.strip().splitlines()) == 1, res.output
     assert str(tiny_run) in res.output
@@ -203,8 +218,12 @@ def test_cuda_sample_file_with_and_without_graphs(tiny_run, tmp_path):
     outs = {}
     for graphs in (True, False):
         out = tmp_path / f"g{int(graphs)}.h5"
-        s = sample_to_file(tiny_run, out, SampleOptions(n=20, pt=100.0, steps=4, seed=1, device="cuda",
-                                                        cuda_graphs=graphs), progress=False)
+        s = sample_to_file(
+            tiny_run,
+            out,
+            SampleOptions(n=20, pt=100.0, steps=4, seed=1, device="cuda", cuda_graphs=graphs),
+            progress=False,
+        )
         assert s["timing"]["extra"].get("graphs_captured", 0) == (1 if graphs else 0)  # 20 jets, batch 256: one batch
         outs[graphs] = read_e2e(out).images
     assert np.isfinite(outs[True]).all() and outs[True].any()

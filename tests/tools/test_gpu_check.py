@@ -16,8 +16,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "gpu_check.sh"
-FILES = {"gpu_check.log", "probe.json", "sanitizer.txt", "pytest_cuda.txt", "bench_kernels.json",
-         "train_sample.json", "results.json", "table.md"}
+FILES = {
+    "gpu_check.log",
+    "probe.json",
+    "sanitizer.txt",
+    "pytest_cuda.txt",
+    "bench_kernels.json",
+    "train_sample.json",
+    "results.json",
+    "table.md",
+}
 DRY_STAGES = ["probe", "build", "ops", "pytest_cuda", "bench", "train_sample", "sanitizer_syntax"]
 
 
@@ -25,8 +33,9 @@ def _run(out: Path, work: Path, budget: int | None = None, timeout: int = 600) -
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_WORK": str(work)}
     if budget is not None:
         env["GPU_CHECK_BUDGET_S"] = str(budget)
-    return subprocess.run(["bash", str(SCRIPT), str(out), "--dry-run"], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        ["bash", str(SCRIPT), str(out), "--dry-run"], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+    )
 
 
 @pytest.mark.slow

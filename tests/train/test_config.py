@@ -74,8 +74,14 @@ def test_bad_json_and_missing(tmp_path):
 
 @pytest.mark.parametrize(
     "device,cuda,expected",
-    [(None, True, "gpu"), (None, False, "cpu"), ("auto", True, "gpu"), ("cuda", False, "gpu"),
-     ("cuda:1", True, "gpu"), ("cpu", True, "cpu")],
+    [
+        (None, True, "gpu"),
+        (None, False, "cpu"),
+        ("auto", True, "gpu"),
+        ("cuda", False, "gpu"),
+        ("cuda:1", True, "gpu"),
+        ("cpu", True, "cpu"),
+    ],
 )
 def test_default_preset_gpu_when_cuda(device, cuda, expected):
     assert C.default_preset(device, cuda_available=cuda) == expected
@@ -84,8 +90,9 @@ def test_default_preset_gpu_when_cuda(device, cuda, expected):
 def test_resolve_config_is_preset_then_file_then_options(tmp_path):
     p = tmp_path / "c.json"
     p.write_text(json.dumps({"train": {"lr": 0.01, "batch_size": 7}, "data": {"channels": "hcal"}}))
-    got = C.resolve_config(None, p, {"train.batch_size": 5, "train.seed": None}, channels="ecal,tracks",
-                           cuda_available=True)
+    got = C.resolve_config(
+        None, p, {"train.batch_size": 5, "train.seed": None}, channels="ecal,tracks", cuda_available=True
+    )
     # oracle: the steps by hand
     want = C.load(p, base=C.preset("gpu"))
     want.train.batch_size = 5
@@ -109,9 +116,15 @@ def test_resolve_config_rejects_bad_options():
 
 @pytest.mark.parametrize(
     "change,key",
-    [({"n": -1}, "n"), ({"guidance": float("nan")}, "guidance"), ({"collisions": "merge"}, "collisions"),
-     ({"batch_size": 0}, "batch_size"), ({"chunk_size": 0}, "batch_size"), ({"sampler": "euler"}, "sampler"),
-     ({"conditions_from": "data", "pt": 400.0}, "conditions")],
+    [
+        ({"n": -1}, "n"),
+        ({"guidance": float("nan")}, "guidance"),
+        ({"collisions": "merge"}, "collisions"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"chunk_size": 0}, "batch_size"),
+        ({"sampler": "euler"}, "sampler"),
+        ({"conditions_from": "data", "pt": 400.0}, "conditions"),
+    ],
 )
 def test_sample_options_validated_in_one_place(change, key):
     assert C.SampleOptions().validate() == C.SampleOptions()
@@ -127,8 +140,10 @@ def test_click_defaults_are_the_dataclass_defaults():
     from e2econd.cli.sample import sample
     from e2econd.demo import DemoOptions
 
-    for command, options, skip in ((demo, DemoOptions(), {"progress"}),
-                                   (sample, C.SampleOptions(), {"progress", "out", "as_json", "run_dir"})):
+    for command, options, skip in (
+        (demo, DemoOptions(), {"progress"}),
+        (sample, C.SampleOptions(), {"progress", "out", "as_json", "run_dir"}),
+    ):
         fields = {f.name for f in dataclasses.fields(options)}
         for p in command.params:
             if p.name in skip or p.name not in fields:

@@ -21,8 +21,11 @@ def test_layout(tmp_path):
 
 @pytest.mark.parametrize(
     "env,expected",
-    [({}, (0, 1, 0)), ({"RANK": "3", "WORLD_SIZE": "4"}, (3, 4, 3)),
-     ({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}, (5, 8, 1))],
+    [
+        ({}, (0, 1, 0)),
+        ({"RANK": "3", "WORLD_SIZE": "4"}, (3, 4, 3)),
+        ({"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}, (5, 8, 1)),
+    ],
 )
 def test_dist_env(monkeypatch, env, expected):
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):

@@ -173,10 +173,7 @@ def test_loss_is_per_hit_mse(data_dir):
     # the fresh model predicts v = 0, so the loss is sum of v² with v = a eps - s x0 (closed form)
     lengths = torch.diff(b.cu_seqlens.long())
     a, sg = CosineSchedule().alpha_sigma(d.t)
-    v = (
-        torch.repeat_interleave(a, lengths)[:, None] * d.eps
-        - torch.repeat_interleave(sg, lengths)[:, None] * b.x0
-    )
+    v = torch.repeat_interleave(a, lengths)[:, None] * d.eps - torch.repeat_interleave(sg, lengths)[:, None] * b.x0
     torch.testing.assert_close(s, (v**2).sum())
     # transformed features: raw features through the saved transform
     raw = torch.as_tensor(packed.feats)
@@ -253,8 +250,15 @@ def test_time_limit_plans_the_cosine_to_end_in_time(data_dir, tmp_path):
     import time
 
     limit_min = 0.05  # 3 s
-    cfg = tiny_config(max_steps=100000, time_limit_min=limit_min, val_every=100000, ckpt_every=100000,
-                      warmup_steps=2, min_lr_ratio=0.05, lr=1e-3)
+    cfg = tiny_config(
+        max_steps=100000,
+        time_limit_min=limit_min,
+        val_every=100000,
+        ckpt_every=100000,
+        warmup_steps=2,
+        min_lr_ratio=0.05,
+        lr=1e-3,
+    )
     t0 = time.time()
     train(data_dir, tmp_path / "run", cfg, device="cpu", progress=False)
     wall = time.time() - t0
@@ -428,8 +432,8 @@ def test_cli_trains_and_resumes(data_dir, tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert saved["data"]["channels"] == ["ecal"] and saved["train"]["seed"] == 3
     r = CliRunner().invoke(
-        main, ["train", str(data_dir), "--out", str(out), "--resume", "--max-steps", "3", "--device", "cpu",
-               "--no-progress"]
+        main,
+        ["train", str(data_dir), "--out", str(out), "--resume", "--max-steps", "3", "--device", "cpu", "--no-progress"],
     )
     assert r.exit_code == 0, r.output
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=False)["step"] == 3

@@ -72,11 +72,12 @@ def image_summary(images: np.ndarray) -> np.ndarray:
     return np.column_stack([_slog(rings.sum(2)), _slog(rings.reshape(n, -1)), np.log1p(spec)]).astype(np.float32)
 
 
-def _chunks(images) -> Iterable[np.ndarray]:
-    """(k,3,125,125) arrays from an array, an iterable of arrays, or of chunks with an ``.images`` field."""
+def iter_image_chunks(images, size: int = 256) -> Iterable[np.ndarray]:
+    """(k,3,125,125) arrays from an array (cut into ``size``-jet chunks), an iterable of arrays, or of chunks
+    with an ``.images`` field (e.g. ``E2EChunk``)."""
     if isinstance(images, np.ndarray):
-        for s in range(0, len(images), 256):
-            yield images[s : s + 256]
+        for s in range(0, len(images), size):
+            yield images[s : s + size]
         return
     for ch in images:
         yield np.asarray(getattr(ch, "images", ch))
@@ -100,7 +101,7 @@ class SparseImages:
         if isinstance(images, SparseImages):
             return images if max_jets is None else images.take(np.arange(min(len(images), max_jets)))
         idx_parts, val_parts, counts, sums, n = [], [], [], [], 0
-        for chunk in _chunks(images):
+        for chunk in iter_image_chunks(images):
             if chunk.ndim != 4 or chunk.shape[1:] != (3, NPIX, NPIX):
                 raise ValueError(f"image classifier: images must be (n, 3, 125, 125), got {chunk.shape}")
             if max_jets is not None:

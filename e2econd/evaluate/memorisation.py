@@ -16,9 +16,9 @@ copy fraction rises above ``quantile`` (``flag`` when it exceeds it by more than
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
+
+from e2econd.evaluate.image_classifier import iter_image_chunks
 
 NPIX, NTOW = 125, 25
 
@@ -29,21 +29,12 @@ def embed(images) -> np.ndarray:
     if isinstance(images, np.ndarray) and images.ndim == 2:
         return images.astype(np.float32, copy=False)
     parts = []
-    for chunk in _chunks(images):
+    for chunk in iter_image_chunks(images, 512):
         if chunk.ndim != 4 or chunk.shape[1:] != (3, NPIX, NPIX):
             raise ValueError(f"memorisation: images must be (n, 3, 125, 125), got {chunk.shape}")
         tow = chunk.reshape(len(chunk), 3, NTOW, 5, NTOW, 5).sum((3, 5), dtype=np.float64)
         parts.append(np.log1p(np.maximum(tow, 0.0)).reshape(len(chunk), -1).astype(np.float32))
     return np.concatenate(parts) if parts else np.zeros((0, 3 * NTOW * NTOW), np.float32)
-
-
-def _chunks(images) -> Iterable[np.ndarray]:
-    if isinstance(images, np.ndarray):
-        for s in range(0, len(images), 512):
-            yield images[s : s + 512]
-        return
-    for ch in images:
-        yield np.asarray(getattr(ch, "images", ch))
 
 
 def nearest_distances(query: np.ndarray, reference: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ batch. Dequantisation is uniform within the cell: ±0.5 pixel = ±0.0087 in Δη
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +107,15 @@ class StepDraws:
 
     t: torch.Tensor
     drop: torch.Tensor
-    eps: torch.Tensor  # (total_hits, 3)
+    eps: torch.Tensor  # (total_hits, n_feat)
     dq: torch.Tensor  # (total_hits, 2), U[-0.5, 0.5)
 
 
-def draw(gen: torch.Generator, n_jets: int, n_hits: int, cond_drop: float, stratified: bool = True) -> StepDraws:
-    """t stratified over the batch (u0 + i/B mod 1, shuffled), drop ~ Bernoulli(cond_drop), ε ~ N(0, 1)."""
+def draw(
+    gen: torch.Generator, n_jets: int, n_hits: int, cond_drop: float, stratified: bool = True, n_feat: int = 3
+) -> StepDraws:
+    """t stratified over the batch (u0 + i/B mod 1, shuffled), drop ~ Bernoulli(cond_drop), ε ~ N(0, 1)
+    of shape (n_hits, n_feat) (tokens × features), dequantisation (n_hits, 2)."""
     if stratified:
         u0 = torch.rand(1, generator=gen, dtype=torch.float64)
         t = (u0 + torch.arange(n_jets, dtype=torch.float64) / max(n_jets, 1)) % 1.0
@@ -120,7 +123,7 @@ def draw(gen: torch.Generator, n_jets: int, n_hits: int, cond_drop: float, strat
     else:
         t = torch.rand(n_jets, generator=gen)
     drop = torch.rand(n_jets, generator=gen) < cond_drop
-    eps = torch.randn(n_hits, 3, generator=gen)
+    eps = torch.randn(n_hits, n_feat, generator=gen)
     dq = torch.rand(n_hits, 2, generator=gen) - 0.5
     return StepDraws(t, drop, eps, dq)
 
@@ -141,6 +144,7 @@ class Batch:
     cu_seqlens: torch.Tensor
     cond: dict[str, torch.Tensor]
     n_jets: int
+    weight: torch.Tensor | None = None  # (F,) per feature or (total, F) per token and feature (mean 1); None = 1
 
     @property
     def n_hits(self) -> int:
@@ -197,6 +201,30 @@ class TrainData:
     usable: np.ndarray  # jets with at least one such hit
     ccond: np.ndarray  # transformed (log pt, log m0)
     cond_table: dict
+    extra: dict = field(default_factory=dict)  # family-specific fitted objects (e.g. the tower transform)
+
+
+def checked_labels(jets: dict, cfg: Config, data_dir: Path) -> np.ndarray:
+    """Integer labels y of the train split; outside 0..n_classes-1: one-line error naming the file."""
+    y = np.rint(np.asarray(jets["y"], np.float64)).astype(np.int64)
+    if len(y) and (y.min() < 0 or y.max() >= cfg.model.n_classes):
+        raise E2EInputError(
+            f"labels y range over {y.min()}..{y.max()}, outside 0..{cfg.model.n_classes - 1} (set model.n_classes)",
+            path=data_dir / "train.parquet",
+            key="y",
+        )
+    return y
+
+
+def usable_jets(n_sel: np.ndarray, world: int, cfg: Config, data_dir: Path, what: str) -> np.ndarray:
+    """Jets with at least one token (the others carry no loss); fewer than the world size: error."""
+    usable = np.flatnonzero(n_sel > 0)
+    if len(usable) < world:
+        raise E2EInputError(
+            f"only {len(usable)} training jets have {what} in channels {cfg.data.channels}",
+            path=data_dir / "train.parquet",
+        )
+    return usable
 
 
 def load_train_data(data_dir: Path, cfg: Config, world: int) -> TrainData:
@@ -210,20 +238,9 @@ def load_train_data(data_dir: Path, cfg: Config, world: int) -> TrainData:
         val_store = None
     jets = store.jets
     counts = channel_counts(jets)
-    y = np.rint(np.asarray(jets["y"], np.float64)).astype(np.int64)
-    if len(y) and (y.min() < 0 or y.max() >= cfg.model.n_classes):
-        raise E2EInputError(
-            f"labels y range over {y.min()}..{y.max()}, outside 0..{cfg.model.n_classes - 1} (set model.n_classes)",
-            path=data_dir / "train.parquet",
-            key="y",
-        )
+    y = checked_labels(jets, cfg, data_dir)
     n_sel = counts[:, cfg.channel_ids].sum(1)
-    usable = np.flatnonzero(n_sel > 0)  # jets without hits in the chosen channels carry no loss
-    if len(usable) < world:
-        raise E2EInputError(
-            f"only {len(usable)} training jets have hits in channels {cfg.data.channels}",
-            path=data_dir / "train.parquet",
-        )
+    usable = usable_jets(n_sel, world, cfg, data_dir, "hits")
     pt, m0 = np.asarray(jets["pt"], np.float64), np.asarray(jets["m0"], np.float64)
     ccond = store.transforms.condition.forward(pt, m0)
     cond_table = {"pt": pt, "m0": m0, "y": np.asarray(jets["y"], np.float32)}

@@ -20,6 +20,7 @@ class DemoOptions:
     jets: int = 4000  # boosted top jets generated (train/val/test 80/10/10)
     preset: str = "auto"  # cpu | gpu | auto (gpu when CUDA is available)
     channels: str = "all"
+    model: str = "hits"  # model family: hits | towers (its files get a "towers" infix)
     device: str | None = None
     seed: int = 1
     workers: int = 2
@@ -47,7 +48,10 @@ def _train_stage(opts: DemoOptions, preset_name: str, data: Path, run: Path, t0:
     from e2econd.train import train
 
     cfg = resolve_config(
-        preset_name, channels=opts.channels, overrides={"train.seed": opts.seed, "train.max_steps": opts.max_steps}
+        preset_name,
+        channels=opts.channels,
+        overrides={"train.seed": opts.seed, "train.max_steps": opts.max_steps},
+        family=opts.model,
     )
     last = last_checkpoint(run)
     if last.exists():
@@ -97,14 +101,15 @@ def run_demo(opts: DemoOptions) -> dict:
         _done(t0, f"wrote {data}")
     timings["preprocess_s"] = time.perf_counter() - t0
 
-    run = work / f"run_{preset_name}"
-    t0 = _stage(f"3/5 train: preset '{preset_name}', channels {opts.channels}")
+    tag = "" if opts.model == "hits" else f"{opts.model}_"
+    run = work / f"run_{tag}{preset_name}"
+    t0 = _stage(f"3/5 train: model {opts.model}, preset '{preset_name}', channels {opts.channels}")
     _train_stage(opts, preset_name, data, run, t0)
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = _stage(f"4/5 sample: --pt {opts.sample_pt:g} and --conditions-from the test split")
-    gen_pt = work / f"gen_pt{opts.sample_pt:g}.parquet"
-    gen_test = work / "gen_test.parquet"
+    gen_pt = work / f"gen_{tag}pt{opts.sample_pt:g}.parquet"
+    gen_test = work / f"gen_{tag}test.parquet"
     if not gen_pt.exists():
         s = sample_to_file(
             run, gen_pt, SampleOptions(n=opts.sample_n, pt=opts.sample_pt, **common), progress=opts.progress
@@ -116,14 +121,14 @@ def run_demo(opts: DemoOptions) -> dict:
     _done(t0, "samples ready")
     timings["sample_s"] = time.perf_counter() - t0
 
-    report = work / "report"
+    report = work / f"report{'_' + opts.model if tag else ''}"
     t0 = _stage("5/5 evaluate: generated vs real test jets, floors from real-vs-real halves")
     metrics = evaluate(data, gen_test, report, overwrite=True, progress=opts.progress)
     _done(t0, f"report in {report}")
     timings["evaluate_s"] = time.perf_counter() - t0
     summary = dict(workdir=str(work), report=str(report / "report.md"), run=str(run))
     summary.update(generated=[str(gen_pt), str(gen_test)], timings=timings, metrics=metrics)
-    (work / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (work / f"demo_{tag}summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 

@@ -12,17 +12,16 @@ import math
 import numpy as np
 import torch
 
-from e2econd.batching import Batch, _np, channel_counts, draw, make_batch
+from e2econd.batching import Batch, draw
 from e2econd.config import Config
 from e2econd.diffusion.schedule import CosineSchedule, q_sample, v_target
-from e2econd.model.set_transformer import SetTransformer
 
 _VAL_SEED = 0x5EED_0F_FA1
 
 
 # ---------------------------------------------------------------------------------------- loss
 def loss_sum(model, batch: Batch, t, drop, eps, schedule: CosineSchedule, autocast_dtype=None):
-    """Sum over hits and features of (v̂ − v)² for one batch (the caller divides by 3 · global hits)."""
+    """Sum over tokens and features of (v̂ − v)² for one batch (the caller divides by F · global tokens)."""
     dev = batch.x0.device
     t = t.to(dev)
     lengths = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).long()
@@ -32,10 +31,11 @@ def loss_sum(model, batch: Batch, t, drop, eps, schedule: CosineSchedule, autoca
     eps = eps.to(dev)
     xt = q_sample(batch.x0, eps, a_h, s_h)
     target = v_target(batch.x0, eps, a_h, s_h)
-    fwd = model.forward_packed if isinstance(model, SetTransformer) else model  # DDP(_PackedForward)
+    fwd = model.forward_packed if hasattr(model, "forward_packed") else model  # DDP(_PackedForward)
     with torch.autocast(dev.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
         v = fwd(xt, batch.channel, batch.cu_seqlens, t, batch.cond, drop.to(dev) if drop is not None else None)
-    return ((v.float() - target) ** 2).sum()
+    err = (v.float() - target) ** 2
+    return (err * batch.weight).sum() if batch.weight is not None else err.sum()
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -56,12 +56,14 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 # ---------------------------------------------------------------------------------- validation
-def validation_loss(model, store, channel_ids, transforms, device, cfg: Config, schedule, autocast_dtype) -> float:
-    """Per-hit v-MSE of ``model`` on a fixed subset of the val split with fixed t, ε and dequantisation."""
-    n = len(store)
+def validation_loss(model, sizes, make, n_feat: int, cfg: Config, schedule, autocast_dtype) -> float:
+    """Per-feature v-MSE of ``model`` on a fixed subset of the val split with fixed t, ε and dequantisation.
+
+    ``sizes`` = tokens per val jet; ``make(idx, dq) -> Batch`` builds the family's batch of jets ``idx``.
+    """
+    n = len(sizes)
     idx = np.arange(n if not cfg.train.val_jets else min(n, cfg.train.val_jets))
-    counts = channel_counts(store.jets)[idx][:, channel_ids].sum(1)
-    idx = idx[counts > 0]
+    idx = idx[np.asarray(sizes)[idx] > 0]
     if len(idx) == 0:
         return float("nan")
     gen = torch.Generator().manual_seed(_VAL_SEED)
@@ -69,11 +71,10 @@ def validation_loss(model, store, channel_ids, transforms, device, cfg: Config, 
     model.eval()
     with torch.no_grad():
         for a in range(0, len(idx), cfg.train.batch_size):
-            packed = store.batch(idx[a : a + cfg.train.batch_size], cfg.data.channels)
-            B = len(_np(packed.cu_seqlens)) - 1
-            H = int(_np(packed.cu_seqlens)[-1])
-            d = draw(gen, B, H, 0.0)
-            b = make_batch(packed, transforms, device, d.dq if cfg.data.dequantize else None)
+            sel = idx[a : a + cfg.train.batch_size]
+            B, H = len(sel), int(np.asarray(sizes)[sel].sum())
+            d = draw(gen, B, H, 0.0, n_feat=n_feat)
+            b = make(sel, d.dq if cfg.data.dequantize else None)
             tot += float(loss_sum(model, b, d.t, None, d.eps, schedule, autocast_dtype))
             hits += H
-    return tot / (3 * max(hits, 1))
+    return tot / (n_feat * max(hits, 1))

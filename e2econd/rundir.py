@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,7 @@ from e2econd._version import __version__
 from e2econd.config import Config, from_dict
 from e2econd.diffusion.schedule import CosineSchedule
 from e2econd.errors import E2EInputError
-from e2econd.model.multiplicity import MultiplicityModel
-from e2econd.model.set_transformer import SetTransformer
+from e2econd.families import get_family
 from e2econd.utils import atomic_path
 
 CHECKPOINT_FORMAT = 1
@@ -179,17 +178,25 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
 
 # ----------------------------------------------------------------------------------------- load
 @dataclass
+class _Shapes:
+    """What ``family.build_network`` reads of the training data, rebuilt from a checkpoint's extras."""
+
+    extra: dict
+
+
+@dataclass
 class LoadedRun:
     """A trained run ready for sampling: EMA (or raw) denoiser in eval mode and everything around it."""
 
-    model: SetTransformer
-    multiplicity: MultiplicityModel
+    model: torch.nn.Module  # SetTransformer (hits) or TowerTransformer (towers)
+    multiplicity: torch.nn.Module  # stage 1: MultiplicityModel (hits) or SummaryModel (towers)
     transforms: Any  # e2econd.data.transforms.Transforms
     config: Config
     cond_table: dict[str, np.ndarray]  # raw pt, m0 (GeV) and y of the training jets
     channels: list[str]
     step: int
     schedule: CosineSchedule
+    extras: dict = field(default_factory=dict)  # family-specific fitted objects (tower transform, summary norm)
 
 
 def load_run(run_dir: str | os.PathLike, device: str | torch.device | None = "cpu", which: str = "ema") -> LoadedRun:
@@ -203,9 +210,11 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device | None = "cp
     cfg = from_dict(ck["config"], source=path)
     dev = resolve_device(str(device) if device is not None else None)
     try:
-        model = SetTransformer(cfg.model)
+        family = get_family(cfg.model.family)
+        extras = family.load_extras(ck)
+        model = family.build_network(cfg, _Shapes(extras))
         model.load_state_dict(ck[which])
-        mult = MultiplicityModel.from_dict(ck["multiplicity"]).to(dev)
+        mult = family.stage1_from_dict(ck["multiplicity"]).to(dev)
         transforms = Transforms.from_dict(ck["transforms"])
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, E2EInputError):
@@ -222,4 +231,5 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device | None = "cp
         list(ck["channels"]),
         int(ck["step"]),
         CosineSchedule(cfg.train.schedule_s),
+        extras,
     )

@@ -38,11 +38,11 @@ from e2econd.diffusion.denoiser import guided_network
 from e2econd.diffusion.graphs import GraphDenoiser, graphs_enabled
 from e2econd.diffusion.samplers import make_plan, run_plan
 from e2econd.errors import E2EInputError, NonFiniteError
+from e2econd.families import get_family
+from e2econd.families.hits import MAX_HITS_PER_JET  # noqa: F401 - re-exported
 from e2econd.ops.attention import check_packed_values
 from e2econd.rundir import checkpoint_path, dist_env, last_checkpoint, load_run, resolve_device
 from e2econd.utils import bar_disabled
-
-MAX_HITS_PER_JET = 4000  # safety cap on sampled multiplicities (real three-channel top jets: < 2,000)
 
 
 @dataclass
@@ -176,6 +176,7 @@ class Generator:
 
     def __init__(self, run, opts: SampleOptions, rank: int = 0):
         self.run, self.opts, self.rank = run, opts, rank
+        self.family = get_family(run.config.model.family)
         self.device = next(run.model.parameters()).device
         try:
             self.plan = make_plan(opts.sampler, opts.steps, eta=opts.eta, schedule=run.schedule)
@@ -250,9 +251,6 @@ class Generator:
     ) -> np.ndarray:
         """Images float32 (n, 3, 125, 125) for the conditions of one chunk (jets in the given order);
         ``on_batch(n_jets)`` is called after every model batch (progress)."""
-        from e2econd.data.hits import batch_hits_to_images
-        from e2econd.data.snap import snap_batch
-
         opts, run = self.opts, self.run
         n = pt.size
         images = np.zeros((n, 3, 125, 125), np.float32)
@@ -262,16 +260,12 @@ class Generator:
         ct = run.transforms.condition.forward(pt.astype(np.float64), m0.astype(np.float64)).astype(np.float32)
         ct = torch.from_numpy(ct)
         yt = torch.from_numpy(np.asarray(y, np.int64))
-        counts = run.multiplicity.sample(ct[:, 0], ct[:, 1], yt, generator=gen).cpu()
-        counts = counts.clamp_max(MAX_HITS_PER_JET)
-        total = counts.sum(1)
-        order = torch.argsort(total, stable=True).numpy()  # batches of similar multiplicity
+        sizes, state = self.family.draw_stage1(run, ct, yt, gen)  # tokens per jet, the family's stage-1 draw
+        order = np.argsort(sizes, kind="stable")  # batches of similar size
         bs = max(int(opts.batch_size), 1)
         for b, start in enumerate(range(0, n, bs)):
             idx = order[start : start + bs]
-            self._generate_batch(
-                idx, counts[idx], ct[idx], yt[idx], images, chunk_index, b, snap_batch, batch_hits_to_images
-            )
+            self.family.generate_batch(self, idx, state, ct, yt, images, chunk_index, b)
             if on_batch is not None:
                 on_batch(idx.size)
         keep = np.zeros(3, bool)
@@ -280,24 +274,22 @@ class Generator:
         self.timing.jets += n
         return images
 
-    def _generate_batch(self, idx, counts, ct, yt, images, chunk_index, b, snap_batch, to_images):
-        opts, run, dev = self.opts, self.run, self.device
-        B = idx.size
-        lengths = counts.sum(1)
-        tot = int(lengths.sum())
+    def integrate(self, channel, cu, ct, yt, cond_extra, n_feat, chunk_index, b) -> torch.Tensor:
+        """Reverse diffusion of one packed batch (shared by the families): noise (total, n_feat) ->
+        sampler plan through the fused op -> clean tokens on the device; NaN/inf -> NonFiniteError."""
+        opts, dev = self.opts, self.device
+        B = cu.numel() - 1
+        lengths = cu[1:] - cu[:-1]
+        tot = int(cu[-1])
         self.timing.hits += tot
-        cu = torch.zeros(B + 1, dtype=torch.int32)
-        cu[1:] = torch.cumsum(lengths, 0)
-        # channel of every hit: jet-major, then tracks, ecal, hcal
-        channel = torch.repeat_interleave(torch.arange(3).repeat(B), counts.reshape(-1))
         seed = _seed(opts.seed, self.rank, chunk_index, b + 1)
         gen = torch.Generator(device=dev).manual_seed(seed)
-        x = torch.randn(tot, 3, generator=gen, device=dev)
-        channel_d, cu_d = channel.to(dev), cu.to(dev)
+        x = torch.randn(tot, n_feat, generator=gen, device=dev)
         cond = {"pt": ct[:, 0].to(dev), "m0": ct[:, 1].to(dev), "y": yt.to(dev)}
+        cond.update({k: v.to(dev) for k, v in (cond_extra or {}).items()})
         max_len = int(lengths.max()) if B else 0
         check_packed_values(cu, tot, max_len)  # host copy: validated once, the loop reads nothing back
-        denoise = self._denoiser(self._network(channel_d, cu_d, max_len, cond, B), x)
+        denoise = self._denoiser(self._network(channel.to(dev), cu.to(dev), max_len, cond, B), x)
         t0 = time.perf_counter()
         net0 = self.timing.network_s
         x = run_plan(denoise, x, self.plan, mask=None, seed=seed & 0x7FFFFFFF, clip=opts.clip)
@@ -308,23 +300,11 @@ class Generator:
             self.timing.update_s += (time.perf_counter() - t0) - (self.timing.network_s - net0)
         if n_bad:
             raise NonFiniteError(
-                f"the network returned non-finite values: {n_bad} of {tot} hits of batch {b} "
+                f"the network returned non-finite values: {n_bad} of {tot} tokens of batch {b} "
                 f"(chunk {chunk_index}) are NaN/inf after sampling (diverged checkpoint?)",
                 path=self.run_dir,
             )
-        feats = run.transforms.inverse(x.float(), channel_d).cpu().numpy().astype(np.float64)
-        ch = channel.numpy()
-        hits = []
-        for c in range(3):
-            sel = ch == c
-            offsets = np.zeros(B + 1, np.int64)
-            offsets[1:] = np.cumsum(counts[:, c].numpy())
-            f = feats[sel]
-            e = f[:, 2]
-            if c != CHANNELS.index("ecal"):  # tracks and HCAL carry no negative values
-                e = np.where(e > 0, e, np.nan)  # NaN energies are dropped by snap_batch
-            hits.append(snap_batch(c, f[:, 0], f[:, 1], e, offsets, collisions=opts.collisions))
-        images[idx] = to_images(hits)
+        return x
 
 
 # ------------------------------------------------------------------------------------- command

@@ -52,8 +52,7 @@ from e2econd.batching import (  # noqa: F401 - re-exported: e2econd.train is whe
 from e2econd.config import Config, from_dict, validate
 from e2econd.diffusion.schedule import CosineSchedule
 from e2econd.errors import E2EInputError, NonFiniteError
-from e2econd.model.multiplicity import MultiplicityModel
-from e2econd.model.set_transformer import SetTransformer
+from e2econd.families import get_family
 from e2econd.objective import ema_update, loss_sum, lr_factor  # noqa: F401 - re-exported
 from e2econd.objective import validation_loss as _validation_loss
 from e2econd.rundir import (  # noqa: F401 - re-exported (the run directory's owner is e2econd.rundir)
@@ -75,9 +74,9 @@ from e2econd.utils import atomic_path, bar_disabled, provenance, write_json_atom
 
 
 class _PackedForward(torch.nn.Module):
-    """Routes ``forward`` to ``SetTransformer.forward_packed`` so DDP sees (and syncs) the training call."""
+    """Routes ``forward`` to the network's ``forward_packed`` so DDP sees (and syncs) the training call."""
 
-    def __init__(self, model: SetTransformer):
+    def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
@@ -104,7 +103,9 @@ class _Trainer:
             if self.dev.type == "cuda":
                 torch.cuda.set_device(self.dev)
         self.is_main = self.rank == 0
-        self.data = load_train_data(data_dir, cfg, self.world)
+        self.family = get_family(cfg.model.family)
+        self.data = self.family.load_data(data_dir, cfg, self.world)
+        self.n_feat = self.family.n_features(self.data)
         self.transforms = self.data.store.transforms
         self.cfg_dict = cfg.to_dict()
         self.last = last_checkpoint(out_dir)
@@ -127,11 +128,8 @@ class _Trainer:
     def _build(self, ck: dict | None) -> None:
         cfg, tr, dev = self.cfg, self.tr, self.dev
         torch.manual_seed(tr.seed)
-        self.model = SetTransformer(cfg.model).to(dev)
+        self.model = self.family.build_network(cfg, self.data).to(dev)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        mult = MultiplicityModel(
-            cfg.channel_ids, cfg.model.n_classes, cfg.multiplicity.components, cfg.multiplicity.hidden
-        )
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=tr.lr, betas=tuple(tr.betas), weight_decay=tr.weight_decay
         )
@@ -147,20 +145,12 @@ class _Trainer:
             self.ema.load_state_dict(ck["ema"])
             self.opt.load_state_dict(ck["optimizer"])
             self.sched.load_state_dict(ck["scheduler"])
-            mult = MultiplicityModel.from_dict(ck["multiplicity"])
+            mult = self.family.stage1_from_dict(ck["multiplicity"])
             set_rng_state(ck["rng"])
             self.start = int(ck["step"])
         else:
-            t0, d = time.time(), self.data
-            mult.fit(
-                d.counts,
-                d.ccond[:, 0],
-                d.ccond[:, 1],
-                d.y,
-                steps=cfg.multiplicity.steps,
-                lr=cfg.multiplicity.lr,
-                seed=tr.seed,
-            )
+            t0 = time.time()
+            mult = self.family.fit_stage1(cfg, self.data)  # hit multiplicities / jet summary
             self.mult_s = time.time() - t0
         self.mult = mult.to(dev)
         self.net = _PackedForward(self.model)
@@ -225,6 +215,8 @@ class _Trainer:
             "multiplicity": self.mult.to_dict(),
             "channels": list(self.cfg.data.channels),
             "cond_table": self.data.cond_table,
+            "family": self.family.name,
+            **self.family.extra_state(self.data),
             "provenance": provenance(self.cfg_dict),
         }
         if self.tr.keep_step_ckpts and step % self.tr.ckpt_every == 0:
@@ -242,17 +234,18 @@ class _Trainer:
         tr, d, world = self.tr, self.data, self.world
         gidx = d.usable[self.batcher.batch(step)]
         n_g = d.n_sel[gidx]
-        dr = draw(step_generator(tr.seed, step), len(gidx), int(n_g.sum()), tr.cond_drop)
+        dr = draw(step_generator(tr.seed, step), len(gidx), int(n_g.sum()), tr.cond_drop, n_feat=self.n_feat)
         js = shard(len(gidx), self.rank, world)
         off = np.concatenate([[0], np.cumsum(n_g)])
         hs = slice(int(off[js.start]), int(off[js.stop]))
-        packed = d.store.batch(gidx[js], self.cfg.data.channels)
-        if int(_np(packed.cu_seqlens)[-1]) != hs.stop - hs.start:
-            raise RuntimeError("HitStore.batch returned a hit count different from the n_<channel> columns")
-        b = make_batch(packed, self.transforms, self.dev, dr.dq[hs] if self.cfg.data.dequantize else None)
+        dq = dr.dq[hs] if self.cfg.data.dequantize else None
+        b = self.family.make_batch(d, d.store, gidx[js], dq, self.dev, self.cfg)
+        if b.n_hits != hs.stop - hs.start:
+            raise RuntimeError("the store's batch holds a token count different from its per-jet counts")
         s = loss_sum(self.net, b, dr.t[js], dr.drop[js], dr.eps[hs], self.schedule, self.autocast_dtype)
         n_global = int(n_g.sum())
-        loss = s * (world / (3.0 * n_global))  # DDP averages over ranks -> global per-hit mean
+        nf = float(self.n_feat)
+        loss = s * (world / (nf * n_global))  # DDP averages over ranks -> global per-feature mean
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = float(
@@ -262,25 +255,25 @@ class _Trainer:
         if self.ddp:
             lt = torch.tensor([float(s.detach())], dtype=torch.float64, device=self.dev)
             torch.distributed.all_reduce(lt)
-            loss_v = float(lt) / (3.0 * n_global)
+            loss_v = float(lt) / (nf * n_global)
         if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
-            self._non_finite(step + 1, loss_v, gnorm, packed, gidx[js])
+            self._non_finite(step + 1, loss_v, gnorm, b, gidx[js])
         self.opt.step()
         self.sched.step()
         decay = min(tr.ema_decay, (1 + step) / (10 + step)) if tr.ema_warmup else tr.ema_decay
         ema_update(self.ema, self.model, decay)
         return loss_v, gnorm, len(gidx), n_global
 
-    def _non_finite(self, done: int, loss_v: float, gnorm: float, packed, jets: np.ndarray) -> None:
+    def _non_finite(self, done: int, loss_v: float, gnorm: float, batch, jets: np.ndarray) -> None:
         """Log, close and raise, naming the jets of this rank's batch that hold NaN/inf (if any)."""
-        cu = np.asarray(_np(packed.cu_seqlens), np.int64)
-        hit_bad = ~np.isfinite(np.asarray(_np(packed.feats), np.float64)).all(1)
+        cu = np.asarray(_np(batch.cu_seqlens), np.int64)
+        hit_bad = ~np.isfinite(np.asarray(_np(batch.x0), np.float64)).all(1)
         bad = np.unique(np.repeat(np.arange(len(cu) - 1), np.diff(cu))[hit_bad])
         bad = np.union1d(
             bad,
             np.flatnonzero(
-                ~np.isfinite(np.asarray(_np(packed.pt), np.float64))
-                | ~np.isfinite(np.asarray(_np(packed.m0), np.float64))
+                ~np.isfinite(np.asarray(_np(batch.cond["pt"]), np.float64))
+                | ~np.isfinite(np.asarray(_np(batch.cond["m0"]), np.float64))
             ),
         )
         jet_ids = [int(v) for v in np.asarray(self.data.store.jets["jet_id"])[jets[bad]][:5]]
@@ -326,16 +319,12 @@ class _Trainer:
             self.log({"event": "time_limit", "step": done, "planned_end": self.end, "minutes": self.tr.time_limit_min})
 
     def validate_ema(self, done: int) -> float:
-        v = _validation_loss(
-            self.ema,
-            self.data.val_store,
-            self.cfg.channel_ids,
-            self.transforms,
-            self.dev,
-            self.cfg,
-            self.schedule,
-            self.autocast_dtype,
-        )
+        d = self.data
+
+        def batch(idx, dq):
+            return self.family.make_batch(d, d.val_store, idx, dq, self.dev, self.cfg)
+
+        v = _validation_loss(self.ema, self.val_sizes, batch, self.n_feat, self.cfg, self.schedule, self.autocast_dtype)
         self.log({"step": done, "val_loss": v, "time": time.time()})
         return v
 
@@ -343,6 +332,8 @@ class _Trainer:
         """Steps from the start (or the resumed step) to the planned end; returns the last val loss."""
         tr, last_val = self.tr, None
         has_val = self.is_main and self.data.val_store is not None and len(self.data.val_store)
+        if has_val:
+            self.val_sizes = self.family.val_sizes(self.data, self.cfg)
         t_log, acc = time.time(), np.zeros(4)  # jets, hits, loss sum, steps since the last log row
         self.model.train()
         t_start = time.time()

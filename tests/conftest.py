@@ -161,3 +161,36 @@ def toy_run(toy_data, tmp_path_factory):
     finally:
         torch.set_num_threads(n)
     return run, toy_data, seconds
+
+
+@pytest.fixture(scope="session")
+def real_hitdir(e2e_fixtures, tmp_path_factory):
+    """Hit directory of the 32 jets of the two Parquet fixtures (independent generator, three channels)."""
+    from e2econd.data.preprocess import preprocess
+
+    d = tmp_path_factory.mktemp("realhits")
+    inputs = sorted(e2e_fixtures.glob("*.parquet"))
+    preprocess(inputs, d / "hits", chunk_size=8, split="0.6,0.2,0.2", progress=False)
+    return d / "hits"
+
+
+@pytest.fixture(scope="session")
+def tower_config():
+    """``tower_config(max_steps=6, channels=..., **train)``: see :func:`make_tower_config`."""
+    return make_tower_config
+
+
+def make_tower_config(max_steps: int = 6, channels=("tracks", "ecal", "hcal"), **train_kw):
+    """Tiny tower-family model (width 16, 1 block) for plumbing tests (seconds on 1 thread)."""
+    from e2econd import config as C
+
+    cfg = C.preset("cpu", "towers")
+    cfg.model = C.ModelConfig(family="towers", width=16, blocks=1, heads=2, cond_width=16, fourier_features=4)
+    cfg.multiplicity = C.MultiplicityConfig(components=2, hidden=8, steps=30)
+    cfg.data.channels = list(channels)
+    kw = dict(max_steps=max_steps, batch_size=4, warmup_steps=2, log_every=2, val_every=3, ckpt_every=3)
+    kw.update(val_jets=4, bucket_pool=2, seed=7, threads=0, time_limit_min=0.0)
+    kw.update(train_kw)
+    for k, v in kw.items():
+        setattr(cfg.train, k, v)
+    return C.validate(cfg)

@@ -29,6 +29,13 @@ _D = DemoOptions()  # the click defaults are the dataclass's
 @click.option(
     "--channels", default=_D.channels, show_default=True, help="Channels to model (all, ecal, tracks,ecal...)."
 )
+@click.option(
+    "--model",
+    type=click.Choice(["hits", "towers"]),
+    default=_D.model,
+    show_default=True,
+    help="Model family (towers: one token per occupied 5x5 tower).",
+)
 @click.option("--device", default=_D.device, help="cpu, cuda or cuda:N.")
 @click.option("--seed", default=_D.seed, show_default=True)
 @click.option("--workers", default=_D.workers, show_default=True, help="Processes for make-data and preprocess.")
@@ -37,7 +44,7 @@ _D = DemoOptions()  # the click defaults are the dataclass's
 @click.option("--max-steps", type=int, default=_D.max_steps, help="Override the preset's training steps.")
 @click.option("--sample-n", default=_D.sample_n, show_default=True, help="Jets generated at --pt 400.")
 @progress_option
-def demo(workdir, jets, preset, channels, device, seed, workers, sampler, steps, max_steps, sample_n, progress):
+def demo(workdir, jets, preset, channels, model, device, seed, workers, sampler, steps, max_steps, sample_n, progress):
     """make-data -> preprocess -> train -> sample --pt 400 / --conditions-from test -> evaluate."""
     from e2econd.demo import ratio_table, run_demo
 
@@ -47,6 +54,7 @@ def demo(workdir, jets, preset, channels, device, seed, workers, sampler, steps,
             jets=jets,
             preset=preset,
             channels=channels,
+            model=model,
             device=device,
             seed=seed,
             workers=workers,

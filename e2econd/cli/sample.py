@@ -87,6 +87,20 @@ _S = SampleOptions()  # the click defaults are the dataclass's
     type=click.Path(dir_okay=False),
     help="Output E2E file: .parquet (X_jets [3][125][125]) or .h5 (X_jets (N,125,125,3)).",
 )
+@click.option(
+    "--rescale/--no-rescale",
+    default=_S.rescale,
+    show_default=True,
+    help="Tower models: scale each channel of a jet to the energy sum drawn by the summary model.",
+)
+@click.option(
+    "--presence",
+    type=click.Choice(["count", "sign"]),
+    default=_S.presence,
+    show_default=True,
+    help="Tower models: per jet and channel keep the summary's number of cells with the highest presence "
+    "scores (count), or every cell with a positive presence bit (sign).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (with timing split) as JSON.")
 @progress_option
 def sample(
@@ -107,6 +121,8 @@ def sample(
     chunk_size,
     device,
     out,
+    rescale,
+    presence,
     as_json,
     progress,
 ):
@@ -138,6 +154,8 @@ def sample(
         guidance=guidance,
         seed=seed,
         collisions=collisions,
+        rescale=rescale,
+        presence=presence,
         batch_size=batch_size,
         chunk_size=chunk_size,
         device=device,

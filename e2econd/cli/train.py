@@ -28,6 +28,14 @@ from e2econd.cli._options import progress_option
     help="Starting hyperparameters (default: gpu if CUDA is available, else cpu).",
 )
 @click.option(
+    "--model",
+    "family",
+    type=click.Choice(["hits", "towers"]),
+    default=None,
+    help="Model family: hits (a token per hit) or towers (a token per occupied 5x5 tower; presets use all "
+    "channels). Default: the config's (hits).",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
@@ -53,6 +61,7 @@ def train(
     out_dir,
     channels,
     preset,
+    family,
     config_file,
     max_steps,
     batch_size,
@@ -76,9 +85,11 @@ def train(
     if out_dir is None:
         if resume:
             raise E2EInputError("--resume needs --out RUN_DIR (the run to continue)", key="out")
-        out_dir = "runs/" + "-".join(C.parse_channels(channels or "ecal", source="--channels"))
+        default_channels = "all" if family == "towers" else "ecal"
+        names = C.parse_channels(channels or default_channels, source="--channels")
+        out_dir = "runs/" + ("towers-" if family == "towers" else "") + "-".join(names)
     if resume:
-        if any(v is not None for v in (channels, preset, config_file, batch_size, lr, seed, time_limit)):
+        if any(v is not None for v in (channels, preset, family, config_file, batch_size, lr, seed, time_limit)):
             raise E2EInputError(
                 "--resume continues with the run's own config; only --max-steps and --device may be given",
                 key="resume",
@@ -105,6 +116,7 @@ def train(
             },
             channels=channels,
             device=device,
+            family=family,
         )
         summary = run(data_dir, out_dir, cfg, resume=False, device=device, progress=progress)
     if summary.get("rank", 0) == 0:

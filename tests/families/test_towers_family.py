@@ -1,0 +1,217 @@
+"""The tower family end to end on real-format fixture jets: training (exact resume, logged losses),
+the run directory (family recorded, extras restored), sampling (decoded images obey the detector's
+tower structure and the stage-1 summary), the CLI (``--model towers``), and the decoder's pieces
+against brute-force oracles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from e2econd.data.e2e_io import read_e2e
+from e2econd.data.towers import (
+    TowerLayout,
+    TowerTransform,
+    images_to_tokens,
+    jet_summary,
+    summary_names,
+    top_k_presence,
+)
+from e2econd.families.towers import SummaryNorm, decode_tokens, feature_weights
+from e2econd.rundir import load_checkpoint, load_run
+from e2econd.sample import Generator, SampleOptions, sample_to_file
+from e2econd.train import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ALL = TowerLayout.of(["tracks", "ecal", "hcal"])
+
+
+@pytest.fixture(scope="module")
+def tower_run(real_hitdir, tower_config, tmp_path_factory):
+    run = tmp_path_factory.mktemp("towers") / "run"
+    train(real_hitdir, run, tower_config(), device="cpu", progress=False)
+    return run
+
+
+def test_run_records_family_and_restores_extras(tower_run, real_hitdir):
+    ck = load_checkpoint(tower_run / "checkpoints" / "last.pt")
+    assert ck["family"] == "towers" and ck["config"]["model"]["family"] == "towers"
+    assert json.loads((tower_run / "config.json").read_text())["model"]["family"] == "towers"
+    run = load_run(tower_run)
+    tf = run.extras["tower_transform"]
+    assert tf.n_features == 2 + 2 * 51 + 3  # coordinates, presence + value per cell, tower sums, readout bit
+    assert type(run.model).__name__ == "TowerTransformer"
+    rows = [json.loads(x) for x in (tower_run / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses and all(np.isfinite(losses))
+    assert any("val_loss" in r for r in rows)
+
+
+def test_resume_is_exact(real_hitdir, tower_config, tmp_path):
+    cfg = tower_config(cond_drop=0.3)
+    train(real_hitdir, tmp_path / "full", cfg, device="cpu", progress=False)
+    train(real_hitdir, tmp_path / "part", cfg, device="cpu", progress=False, stop_at=3)
+    train(real_hitdir, tmp_path / "part", None, resume=True, device="cpu", progress=False)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=False)
+    assert b["step"] == 6
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    assert a["multiplicity"] == b["multiplicity"] or json.dumps(a["multiplicity"], default=str) == json.dumps(
+        b["multiplicity"], default=str
+    )
+
+
+@pytest.mark.parametrize("presence", ["count", "sign"])
+def test_sampled_images_obey_tower_structure_and_summary(tower_run, presence):
+    run = load_run(tower_run)
+    gen = Generator(run, SampleOptions(steps=4, seed=3, presence=presence, batch_size=5))
+    n = 12
+    pt, m0, y = np.full(n, 500.0), np.full(n, 170.0), np.arange(n) % 2
+    images = gen.generate(pt, m0, y, chunk_index=0)
+    assert images.shape == (n, 3, 125, 125) and np.isfinite(images).all()
+    assert (images[:, 0] >= 0).all() and (images[:, 2] >= 0).all()  # tracks and HCAL: no negative values
+    h = images[:, 2].reshape(n, 25, 5, 25, 5)
+    assert (h == h[:, :, :1, :, :1]).all()  # every HCAL 5x5 block uniform
+    tok = images_to_tokens(images, ALL)
+    assert (tok.counts <= 625).all() and tok.counts.sum() > 0
+    again = Generator(run, SampleOptions(steps=4, seed=3, presence=presence, batch_size=5)).generate(pt, m0, y, 0)
+    np.testing.assert_array_equal(images, again)  # reproducible for a seed
+
+
+def test_decode_keeps_summary_counts_and_sums():
+    """count presence + rescale: per jet and channel exactly the summary's cell count (when enough cells
+    are positive) and its energy sum; tokens on distinct towers."""
+    rng = np.random.default_rng(0)
+    counts = np.array([30, 5, 60])
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    T = offsets[-1]
+    tf = TowerTransform(ALL, [12, 12], [5, 5], [1.0, 0.1, 2.0], [0, 0, 0], [1, 1, 1])
+    coords = rng.uniform(5, 19, (T, 2))
+    score = rng.normal(size=(T, 51))
+    values = np.abs(rng.lognormal(0, 1, (T, 51)))
+    names = summary_names(ALL)
+    summ = np.zeros((3, len(names)))
+    summ[:, names.index("n_towers")] = counts
+    want_n = {"tracks": [7, 3, 40], "ecal": [100, 20, 300], "hcal": [10, 2, 30]}
+    want_e = {"tracks": [50.0, 10.0, 400.0], "ecal": [80.0, 5.0, 250.0], "hcal": [60.0, 1.0, 90.0]}
+    for c in ALL.channels:
+        summ[:, names.index(f"n_{c}")] = want_n[c]
+        summ[:, names.index(f"e_{c}")] = want_e[c]
+    summ[:, names.index("hcal_central")] = [1, 0, 1]
+    tok = decode_tokens(coords, score, values, offsets, summ, tf, rescale=True, presence="count")
+    s = jet_summary(tok)
+    for c in ALL.channels:
+        np.testing.assert_array_equal(s[:, names.index(f"n_{c}")], want_n[c])
+        np.testing.assert_allclose(s[:, names.index(f"e_{c}")], want_e[c], rtol=1e-9)
+    for j in range(3):
+        p = tok.pos[tok.offsets[j] : tok.offsets[j + 1]]
+        assert len({(int(a), int(b)) for a, b in p}) == len(p)
+    np.testing.assert_array_equal(s[:, names.index("hcal_central")], [1, s[1, names.index("hcal_central")], 1])
+
+
+def test_top_k_presence_matches_brute_force():
+    rng = np.random.default_rng(1)
+    counts = np.array([0, 3, 7, 1])
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    score = rng.integers(-3, 4, (offsets[-1], 5)).astype(float)  # many ties
+    k = np.array([2, 4, 50, 0])
+    got = top_k_presence(score, offsets, k)
+    for j in range(4):
+        rows = np.arange(offsets[j], offsets[j + 1])
+        cells = [(-score[r, c], r, c) for r in rows for c in range(5)]
+        chosen = {(r, c) for _, r, c in sorted(cells)[: k[j]]}
+        want = np.zeros((len(rows), 5), bool)
+        for r, c in chosen:
+            want[r - offsets[j], c] = True
+        np.testing.assert_array_equal(got[rows], want)
+
+
+def test_tower_sums_round_trip_and_weights(e2e_fixtures):
+    images = read_e2e(sorted(e2e_fixtures.glob("*.parquet"))[1]).images
+    tok = images_to_tokens(images, ALL)
+    tf = TowerTransform.fit(tok, sums=True)
+    x = tf.forward(tok.pos, tok.cells)
+    coords, score, values, sums, full = tf.split(x)
+    np.testing.assert_array_equal(full, (tok.cells[:, ALL.slots("ecal")] != 0).all(1))
+    want = np.stack([tok.cells[:, ALL.slots(c)].sum(1) for c in ("tracks", "ecal")], 1)
+    np.testing.assert_allclose(sums, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(coords, tok.pos, atol=1e-5)
+    assert ((score > 0) == (tok.cells != 0)).all()
+    again = TowerTransform.from_dict(json.loads(json.dumps(tf.to_dict())))
+    np.testing.assert_array_equal(again.forward(tok.pos, tok.cells), x)
+    w = feature_weights(51, 3)
+    assert w.shape == (107,) and abs(float(w.mean()) - 1) < 1e-6
+    assert abs(float(w[:2].sum()) - float(w[2:53].sum())) < 1e-4  # equal shares per group
+    norm = SummaryNorm.fit(jet_summary(tok), norm_kinds())
+    np.testing.assert_allclose(norm(jet_summary(tok)).mean(0).numpy(), 0, atol=1e-5)
+    np.testing.assert_array_equal(SummaryNorm.from_dict(norm.to_dict())(jet_summary(tok)), norm(jet_summary(tok)))
+
+
+def norm_kinds():
+    from e2econd.data.towers import summary_kinds
+
+    return summary_kinds(ALL)
+
+
+def test_cli_trains_and_samples_towers(real_hitdir, tower_config, tmp_path):
+    from click.testing import CliRunner
+
+    from e2econd.cli import main
+    from e2econd.config import save
+
+    cfg = tmp_path / "c.json"
+    save(tower_config(max_steps=2), cfg)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(
+        main,
+        ["train", str(real_hitdir), "--model", "towers", "--config", str(cfg), "--out", str(out), "--no-progress"],
+    )
+    assert r.exit_code == 0, r.output
+    gen = tmp_path / "g.parquet"
+    r = CliRunner().invoke(
+        main, ["sample", str(out), "--pt", "500", "--num-jets", "6", "--steps", "3", "--out", str(gen), "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    chunk = read_e2e(gen)
+    assert chunk.images.shape == (6, 3, 125, 125) and np.all(chunk.pt == 500.0)
+    r = CliRunner().invoke(main, ["sample", str(out), "--presence", "sometimes", "--out", str(tmp_path / "x.parquet")])
+    assert r.exit_code != 0 and "presence" in r.output
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_sample_to_file_provenance_names_the_family(tower_run, tmp_path):
+    from e2econd.data.e2e_io import read_provenance
+
+    out = tmp_path / "g.h5"
+    sample_to_file(tower_run, out, SampleOptions(n=3, pt=450.0, steps=2), progress=False)
+    prov = read_provenance(out)
+    assert "towers" in json.dumps(prov)
+
+
+def test_decode_reads_whole_ecal_towers():
+    """Tokens with the full-readout bit keep all 25 ECAL crystals; the summary's ECAL count is filled up
+    by the highest-scoring crystals of the other tokens, never counted twice."""
+    rng = np.random.default_rng(3)
+    offsets = np.array([0, 6])
+    tf = TowerTransform(ALL, [12, 12], [5, 5], [1.0, 0.1, 2.0], [0, 0, 0], [1, 1, 1])
+    coords = rng.uniform(8, 16, (6, 2))
+    score, values = rng.normal(size=(6, 51)), np.abs(rng.lognormal(0, 1, (6, 51)))
+    names = summary_names(ALL)
+    summ = np.zeros((1, len(names)))
+    summ[0, names.index("n_towers")] = 6
+    summ[0, names.index("n_ecal")] = 60  # two whole towers (50 crystals) + 10 more
+    summ[0, names.index("n_tracks")] = summ[0, names.index("n_hcal")] = 3
+    full = np.array([True, False, True, False, False, False])
+    tok = decode_tokens(coords, score, values, offsets, summ, tf, rescale=False, presence="count", full=full)
+    ecal = tok.cells[:, ALL.slots("ecal")] != 0
+    assert ecal.sum() == 60
+    assert (ecal.sum(1) == 25).sum() >= 2
+    # the 10 extra crystals are the highest-scoring ones outside the whole towers
+    rest = np.where(full[:, None], -np.inf, score[:, ALL.slots("ecal")])
+    chosen = np.sort(rest.ravel())[-10:]
+    assert np.isfinite(chosen).all()

@@ -377,6 +377,7 @@ def sample_to_file(
     lo, hi = n_all * rank // world, n_all * (rank + 1) // world
     pt, m0, y = pt[lo:hi], m0[lo:hi], y[lo:hi]
     config = dict(run_dir=str(run_path.resolve()), run_step=run.step, channels_model=run.channels)
+    config.update(family=run.config.model.family)
     config.update(options=asdict(opts), steps=gen.plan.steps, rank=rank, world_size=world, device=str(device))
     config.update(jets=int(pt.size), jet_range=[lo, hi])
     shard = _shard_path(out, rank, world)
@@ -397,7 +398,8 @@ def sample_to_file(
             )
             writer.write(images, pt[s:e], m0[s:e], y[s:e].astype(np.float32))
     gen.timing.total_s = time.perf_counter() - t_start
-    summary = dict(out=str(shard), jets=int(pt.size), sampler=opts.sampler, steps=gen.plan.steps)
+    summary = dict(out=str(shard), jets=int(pt.size), family=run.config.model.family, sampler=opts.sampler)
+    summary.update(steps=gen.plan.steps)
     summary.update(timing=gen.timing.as_dict(), device=str(device))
     if world > 1 and rank == 0:
         manifest = {

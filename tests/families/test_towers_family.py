@@ -188,9 +188,11 @@ def test_sample_to_file_provenance_names_the_family(tower_run, tmp_path):
     from e2econd.data.e2e_io import read_provenance
 
     out = tmp_path / "g.h5"
-    sample_to_file(tower_run, out, SampleOptions(n=3, pt=450.0, steps=2), progress=False)
+    summary = sample_to_file(tower_run, out, SampleOptions(n=3, pt=450.0, steps=2), progress=False)
+    assert summary["family"] == "towers"
     prov = read_provenance(out)
-    assert "towers" in json.dumps(prov)
+    assert prov["config"]["family"] == "towers"
+    assert prov["config"]["options"]["presence"] == "count" and prov["config"]["options"]["rescale"] is True
 
 
 def test_decode_reads_whole_ecal_towers():

@@ -61,9 +61,8 @@ def test_resume_is_exact(real_hitdir, tower_config, tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
         assert torch.equal(a["ema"][k], b["ema"][k]), k
-    assert a["multiplicity"] == b["multiplicity"] or json.dumps(a["multiplicity"], default=str) == json.dumps(
-        b["multiplicity"], default=str
-    )
+    for k, v in a["multiplicity"]["state"].items():  # the stage-1 model is restored, not refitted
+        assert torch.equal(torch.as_tensor(v), torch.as_tensor(b["multiplicity"]["state"][k])), k
 
 
 @pytest.mark.parametrize("presence", ["count", "sign"])
@@ -213,7 +212,9 @@ def test_decode_reads_whole_ecal_towers():
     ecal = tok.cells[:, ALL.slots("ecal")] != 0
     assert ecal.sum() == 60
     assert (ecal.sum(1) == 25).sum() >= 2
-    # the 10 extra crystals are the highest-scoring ones outside the whole towers
-    rest = np.where(full[:, None], -np.inf, score[:, ALL.slots("ecal")])
-    chosen = np.sort(rest.ravel())[-10:]
-    assert np.isfinite(chosen).all()
+    # the 10 extra crystals are the highest-scoring ones outside the whole towers (values are distinct)
+    sl = ALL.slots("ecal")
+    rest = np.where(full[:, None], -np.inf, score[:, sl])
+    top = np.argsort(-rest.ravel(), kind="stable")[:10]
+    want = set(values[:, sl].ravel()[top].tolist()) | set(values[full][:, sl].ravel().tolist())
+    assert set(tok.cells[:, sl][ecal].tolist()) == want

@@ -14,19 +14,14 @@ import torch
 
 from e2econd.diffusion.formulations.base import Formulation, FormulationPlan, NoiseLevelDensity, Precond
 from e2econd.diffusion.formulations.ode import SOLVERS, ode_rows
+from e2econd.diffusion.samplers import _grid
 
 __all__ = ["Flow", "flow_grid"]
 
 
 def flow_grid(steps: int, spacing: str = "uniform") -> list[float]:
-    """Times 1 = t_0 > … > t_N = 0: ``uniform`` 1 − i/N or ``quadratic`` (1 − i/N)²."""
-    if steps < 1:
-        raise ValueError(f"number of sampling steps must be >= 1, got {steps}")
-    if spacing == "uniform":
-        return [1.0 - i / steps for i in range(steps + 1)]
-    if spacing == "quadratic":
-        return [(1.0 - i / steps) ** 2 for i in range(steps + 1)]
-    raise ValueError(f"unknown time spacing '{spacing}' (uniform, quadratic)")
+    """Times 1 = t_0 > … > t_N = 0: ``uniform`` 1 − i/N or ``quadratic`` (1 − i/N)² (the samplers' grid)."""
+    return _grid(steps, spacing)
 
 
 class Flow(Formulation):

@@ -144,7 +144,9 @@ class Batch:
     cu_seqlens: torch.Tensor
     cond: dict[str, torch.Tensor]
     n_jets: int
-    weight: torch.Tensor | None = None  # (F,) per feature or (total, F) per token and feature (mean 1); None = 1
+    weight: torch.Tensor | None = (
+        None  # (F,) per feature, (total, F) per token and feature or (total, 1) per token (mean 1); None = 1
+    )
 
     @property
     def n_hits(self) -> int:

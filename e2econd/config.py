@@ -1,7 +1,7 @@
 """Configuration: the training ``Config`` (dataclasses, the ``cpu`` / ``gpu`` presets, validation, JSON
 load/save, :func:`resolve_config`) and the sampling options :class:`SampleOptions`.
 
-A config has four sections (``model``, ``multiplicity``, ``train``, ``data``). A JSON file may
+A config has five sections (``model``, ``multiplicity``, ``train``, ``data``, ``objective``). A JSON file may
 give any subset of keys, optionally ``"preset": "cpu" | "gpu"`` as the starting point; the
 resolved config is validated before any work starts (bad values -> one-line ``E2EInputError``
 naming the file and key) and written back into the run directory as ``config.json``.
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from e2econd.config_values import _coerce, parse_channels  # noqa: F401 - parse_channels re-exported
 from e2econd.data.geometry import CHANNELS
 from e2econd.errors import E2EInputError
 from e2econd.sample_options import SampleOptions  # noqa: F401 - re-exported: e2econd.config is where callers find it
@@ -78,6 +79,26 @@ class TrainConfig:
     time_limit_min: float = 0.0  # >0: stop (and checkpoint) after this many minutes of training loop
 
 
+OBJECTIVES = ("vpred", "edm", "flow")  # --objective (e2econd.diffusion.formulations)
+BALANCES = ("none", "channel")  # --loss-balance: as the family weighs it, or each channel an equal share
+DENSITY_NAMES = ("", "uniform_t", "lognormal_sigma", "logit_normal_t")  # "" = the objective's default
+
+
+@dataclass
+class ObjectiveConfig:
+    """Diffusion formulation and its loss (docs/STUDY.md, "Which formulation"): ``name`` vpred | edm | flow,
+    the per-jet noise-level density ("" = the objective's own: uniform t, log-normal σ, logit-normal t) with
+    its parameters, and the loss balance between channels."""
+
+    name: str = "vpred"
+    density: str = ""
+    p_mean: float = -1.2  # lognormal_sigma: ln σ ~ N(p_mean, p_std²) (σ = noise-to-signal ratio)
+    p_std: float = 1.2
+    logit_m: float = 0.0  # logit_normal_t: logit t ~ N(logit_m, logit_s²)
+    logit_s: float = 1.0
+    balance: str = "none"  # "channel": every channel of a jet carries an equal share of its loss
+
+
 @dataclass
 class DataConfig:
     channels: list[str] = field(default_factory=lambda: ["ecal"])
@@ -90,6 +111,7 @@ class Config:
     multiplicity: MultiplicityConfig = field(default_factory=MultiplicityConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +130,7 @@ SECTIONS = {
     "multiplicity": MultiplicityConfig,
     "train": TrainConfig,
     "data": DataConfig,
+    "objective": ObjectiveConfig,
 }
 
 
@@ -231,68 +254,6 @@ def resolve_config(
     return validate(cfg, source=source)
 
 
-def parse_channels(spec: str | list[str] | tuple[str, ...], *, source: object = None) -> list[str]:
-    """'ecal' | 'all' | 'tracks,ecal' | ['ecal', 'hcal'] -> ordered unique channel names (detector order)."""
-    if isinstance(spec, str):
-        items = [s.strip().lower() for s in spec.split(",") if s.strip()]
-    else:
-        items = [str(s).strip().lower() for s in spec]
-    if "all" in items:
-        return list(CHANNELS)
-    aliases = {"track": "tracks", "trk": "tracks", "0": "tracks", "1": "ecal", "2": "hcal"}
-    out = set()
-    for s in items:
-        s = aliases.get(s, s)
-        if s not in CHANNELS:
-            raise E2EInputError(
-                f"unknown channel '{s}' (choose from {', '.join(CHANNELS)}, all)", path=source, key="channels"
-            )
-        out.add(s)
-    if not out:
-        raise E2EInputError("no channel given", path=source, key="channels")
-    return [c for c in CHANNELS if c in out]
-
-
-def _coerce(value: Any, typ: Any, *, source: object, key: str) -> Any:
-    """Check a JSON value against the dataclass field type (int/float/bool/str/list/tuple/optional)."""
-    t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
-
-    def bad(what: str):
-        return E2EInputError(f"expected {what}, got {value!r}", path=source, key=key)
-
-    if t in ("int",):
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise bad("an integer")
-        return value
-    if t in ("float",):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
-    if t in ("bool",):
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if t.startswith("tuple"):
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise bad("a list of two numbers")
-        return tuple(_coerce(v, "float", source=source, key=key) for v in value)
-    if t.startswith("list"):
-        if isinstance(value, str):
-            return parse_channels(value, source=source)
-        if not isinstance(value, (list, tuple)):
-            raise bad("a list")
-        return list(value)
-    if "str" in t:
-        if value is None and "None" in t:
-            return None
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    return value
-
-
 def from_dict(d: dict[str, Any], *, source: object = None, base: Config | None = None) -> Config:
     """Config from a (possibly partial) dict; unknown keys and wrong types -> E2EInputError."""
     if not isinstance(d, dict):
@@ -405,10 +366,26 @@ def validate(cfg: Config, *, source: object = None) -> Config:
         err("train.schedule_s", f"must be in (0, 1), got {tr.schedule_s}")
     if tr.max_tokens and tr.max_tokens < 1:
         err("train.max_tokens", "must be 0 (no cap) or positive")
+    _validate_objective(cfg.objective, err)
     da.channels = parse_channels(da.channels, source=source)
     if cfg.preset is not None and cfg.preset not in PRESETS:
         err("preset", f"unknown preset '{cfg.preset}'")
     return cfg
+
+
+def _validate_objective(ob: ObjectiveConfig, err) -> None:
+    for key, val, names in (
+        ("objective.name", ob.name, OBJECTIVES),
+        ("objective.density", ob.density, DENSITY_NAMES),
+        ("objective.balance", ob.balance, BALANCES),
+    ):
+        if val not in names:
+            err(key, f"unknown value {val!r} (choose from {', '.join(n for n in names if n)})")
+    for key, val, positive in (("p_std", ob.p_std, 1), ("logit_s", ob.logit_s, 1), ("p_mean", ob.p_mean, 0)):
+        if not math.isfinite(val) or (positive and val <= 0):
+            err(f"objective.{key}", f"must be a{' positive' if positive else ''} finite number, got {val}")
+    if not math.isfinite(ob.logit_m):
+        err("objective.logit_m", f"must be a finite number, got {ob.logit_m}")
 
 
 def save(cfg: Config, path: str | Path) -> None:

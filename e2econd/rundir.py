@@ -198,6 +198,13 @@ class LoadedRun:
     schedule: CosineSchedule
     extras: dict = field(default_factory=dict)  # family-specific fitted objects (tower transform, summary norm)
 
+    @property
+    def formulation(self):
+        """The run's diffusion formulation (``config.objective``: vpred, edm or flow) on its schedule."""
+        from e2econd.diffusion.formulations import from_config
+
+        return from_config(self.config.objective, self.schedule)
+
 
 def load_run(run_dir: str | os.PathLike, device: str | torch.device | None = "cpu", which: str = "ema") -> LoadedRun:
     """Load RUN_DIR/checkpoints/last.pt (or RUN_DIR itself if it is a .pt file); ``which`` = "ema" | "model"."""

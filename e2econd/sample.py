@@ -36,7 +36,7 @@ from e2econd.config import SampleOptions
 from e2econd.data.geometry import CHANNELS
 from e2econd.diffusion.denoiser import guided_network
 from e2econd.diffusion.graphs import GraphDenoiser, graphs_enabled
-from e2econd.diffusion.samplers import make_plan, run_plan
+from e2econd.diffusion.samplers import run_plan
 from e2econd.errors import E2EInputError, NonFiniteError
 from e2econd.families import get_family
 from e2econd.families.hits import MAX_HITS_PER_JET  # noqa: F401 - re-exported
@@ -178,12 +178,17 @@ class Generator:
         self.run, self.opts, self.rank = run, opts, rank
         self.family = get_family(run.config.model.family)
         self.device = next(run.model.parameters()).device
+        self.form = run.formulation  # the run's objective decides the samplers it offers
+        opts.sampler = self.form.check_sampler(opts.sampler or self.form.default_sampler)
         try:
-            self.plan = make_plan(opts.sampler, opts.steps, eta=opts.eta, schedule=run.schedule)
-        except E2EInputError:  # unknown sampler (key 'sampler')
-            raise
+            if self.form.name == "vpred":
+                self.plan = self.form.plan(opts.sampler, opts.steps, eta=opts.eta)
+            else:
+                self.plan = self.form.plan(opts.sampler, opts.steps)
         except ValueError as exc:
             raise E2EInputError(str(exc), key="steps") from None
+        self.steps = self.form.default_steps[opts.sampler] if opts.steps is None else int(opts.steps)
+        self.nfe = self.plan.steps  # network evaluations (Heun / midpoint: two per step)
         model_channels = [CHANNELS.index(c) for c in run.channels]
         wanted = opts.channels or list(run.channels)
         missing = [c for c in wanted if c not in run.channels]
@@ -213,7 +218,7 @@ class Generator:
         )
 
     def _denoiser(self, net: Callable, x: torch.Tensor) -> Callable:
-        """The per-step callable of the loop: a CUDA-graph replay of ``net`` (CUDA), else ``net``
+        """The per-step callable ``(x, c_noise) -> F`` of the loop: a CUDA-graph replay of ``net`` (CUDA), else ``net``
         itself, timed per call on CPU (on CUDA the loop is timed as a whole: no per-step sync)."""
         if graphs_enabled(self.device, self.opts.cuda_graphs):
             try:
@@ -285,6 +290,8 @@ class Generator:
         seed = _seed(opts.seed, self.rank, chunk_index, b + 1)
         gen = torch.Generator(device=dev).manual_seed(seed)
         x = torch.randn(tot, n_feat, generator=gen, device=dev)
+        if self.plan.init_std != 1.0:  # edm starts from N(0, σ_max²)
+            x = x * self.plan.init_std
         cond = {"pt": ct[:, 0].to(dev), "m0": ct[:, 1].to(dev), "y": yt.to(dev)}
         cond.update({k: v.to(dev) for k, v in (cond_extra or {}).items()})
         max_len = int(lengths.max()) if B else 0
@@ -378,7 +385,8 @@ def sample_to_file(
     pt, m0, y = pt[lo:hi], m0[lo:hi], y[lo:hi]
     config = dict(run_dir=str(run_path.resolve()), run_step=run.step, channels_model=run.channels)
     config.update(family=run.config.model.family)
-    config.update(options=asdict(opts), steps=gen.plan.steps, rank=rank, world_size=world, device=str(device))
+    config.update(objective=run.config.objective.name)
+    config.update(options=asdict(opts), steps=gen.steps, nfe=gen.nfe, rank=rank, world_size=world, device=str(device))
     config.update(jets=int(pt.size), jet_range=[lo, hi])
     shard = _shard_path(out, rank, world)
     t_start = time.perf_counter()
@@ -387,7 +395,7 @@ def sample_to_file(
         tqdm(
             total=pt.size,
             unit="jet",
-            desc=f"sample[{opts.sampler}x{gen.plan.steps}]",
+            desc=f"sample[{opts.sampler}x{gen.steps}]",
             disable=rank != 0 or bar_disabled(progress),
         ) as bar,
     ):
@@ -399,7 +407,7 @@ def sample_to_file(
             writer.write(images, pt[s:e], m0[s:e], y[s:e].astype(np.float32))
     gen.timing.total_s = time.perf_counter() - t_start
     summary = dict(out=str(shard), jets=int(pt.size), family=run.config.model.family, sampler=opts.sampler)
-    summary.update(steps=gen.plan.steps)
+    summary.update(objective=run.config.objective.name, steps=gen.steps, nfe=gen.nfe)
     summary.update(timing=gen.timing.as_dict(), device=str(device))
     if world > 1 and rank == 0:
         manifest = {

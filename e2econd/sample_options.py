@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from e2econd.errors import E2EInputError
 
+# every sampler of some objective (which ones a run offers depends on its objective: e2econd.diffusion.formulations)
+ALL_SAMPLERS = ("ddpm", "ddim", "dpmpp2m", "euler", "heun", "midpoint")
+
 
 @dataclass
 class SampleOptions:
@@ -20,8 +23,8 @@ class SampleOptions:
     label: int | None = None
     conditions_from: str | None = None
     channels: list[str] | None = None  # output channels (default: all channels of the model)
-    sampler: str = "dpmpp2m"
-    steps: int | None = None
+    sampler: str | None = None  # None: the run objective's default (vpred: dpmpp2m; edm, flow: heun)
+    steps: int | None = None  # solver steps (None: the sampler's default); Heun / midpoint evaluate twice a step
     eta: float = 0.0  # DDIM stochasticity
     guidance: float = 1.0  # classifier-free guidance: v = v_uncond + w (v_cond - v_uncond); 1 = none
     seed: int = 0
@@ -36,15 +39,8 @@ class SampleOptions:
     cuda_graphs: bool | None = None  # CUDA: replay one captured network graph per step (None: on, unless
     #                                  $E2ECOND_CUDA_GRAPHS=0); eager fallback if capture fails; ignored on CPU
 
-    def resolved_steps(self) -> int:
-        from e2econd.diffusion.samplers import DEFAULT_STEPS
-
-        return DEFAULT_STEPS[self.sampler] if self.steps is None else int(self.steps)
-
     def validate(self) -> SampleOptions:
         """The one check of the options (before any work): one-line ``E2EInputError`` naming the option."""
-        from e2econd.diffusion.samplers import check_sampler
-
         if self.n is not None and self.n < 0:
             raise E2EInputError(f"--n {self.n}: must be >= 0", key="n")
         if self.guidance < 0 or not math.isfinite(self.guidance):
@@ -59,5 +55,10 @@ class SampleOptions:
             raise E2EInputError(
                 "give either --conditions-from or fixed --pt/--mass/--label, not both", key="conditions"
             )
-        check_sampler(self.sampler)
+        if self.sampler is not None and self.sampler not in ALL_SAMPLERS:
+            raise E2EInputError(
+                f"unknown sampler '{self.sampler}' (choose from {', '.join(ALL_SAMPLERS)})", key="sampler"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise E2EInputError(f"--steps {self.steps}: must be >= 1", key="steps")
         return self

@@ -1,12 +1,15 @@
 """Training of the conditional diffusion model (single process, or DDP under ``torchrun``).
 
-``train(data_dir, out_dir, config)`` fits the multiplicity model, then trains the set-transformer
-denoiser with v-prediction on the cosine schedule (continuous t ~ U(0, 1), stratified per batch):
+``train(data_dir, out_dir, config)`` fits the family's stage 1 (multiplicity or summary model), then
+trains its denoiser with the run's objective (``config.objective``: vpred, the default, is v-prediction
+on the cosine schedule with continuous t ~ U(0, 1), stratified per batch; edm and flow map the same
+stratified uniforms through their noise-level densities, :mod:`e2econd.objective`):
 
 * hits are dequantised each step *before* the feature transform (:mod:`e2econd.batching`), so the
   model sees a continuous density;
-* loss = sum over valid hits h and features f of (v̂ − v)² / (3 · number of hits in the global
-  batch): every hit weighs the same (jets with more hits weigh more), no auxiliary x0 term;
+* loss = sum over valid hits h and features f of (F − F*)² / (F · number of hits in the global
+  batch), F* the objective's target (vpred: v): every hit weighs the same (jets with more hits weigh
+  more) unless the family or ``objective.balance = "channel"`` weighs them, no auxiliary x0 term;
 * classifier-free guidance: all conditions of a jet (pt, m0, y) are replaced by their null tokens
   together with probability ``cond_drop``;
 * every random draw of a step comes from generators seeded by (seed, step): exact ``--resume``;
@@ -50,6 +53,7 @@ from e2econd.batching import (  # noqa: F401 - re-exported: e2econd.train is whe
     step_generator,
 )
 from e2econd.config import Config, from_dict, validate
+from e2econd.diffusion.formulations import from_config
 from e2econd.diffusion.schedule import CosineSchedule
 from e2econd.errors import E2EInputError, NonFiniteError
 from e2econd.families import get_family
@@ -112,6 +116,7 @@ class _Trainer:
         self.last_good: int | None = int(ck["step"]) if ck is not None else None
         self._build(ck)
         self.schedule = CosineSchedule(cfg.train.schedule_s)
+        self.form = from_config(cfg.objective, self.schedule)  # vpred | edm | flow (e2econd.diffusion.formulations)
         self.autocast_dtype = torch.bfloat16 if (cfg.train.bf16 and self.dev.type == "cuda") else None
         tr = self.tr
         self.batcher = BucketBatcher(
@@ -242,7 +247,7 @@ class _Trainer:
         b = self.family.make_batch(d, d.store, gidx[js], dq, self.dev, self.cfg)
         if b.n_hits != hs.stop - hs.start:
             raise RuntimeError("the store's batch holds a token count different from its per-jet counts")
-        s = loss_sum(self.net, b, dr.t[js], dr.drop[js], dr.eps[hs], self.schedule, self.autocast_dtype)
+        s = loss_sum(self.net, b, dr.t[js], dr.drop[js], dr.eps[hs], self.form, self.autocast_dtype)
         n_global = int(n_g.sum())
         nf = float(self.n_feat)
         loss = s * (world / (nf * n_global))  # DDP averages over ranks -> global per-feature mean
@@ -324,7 +329,7 @@ class _Trainer:
         def batch(idx, dq):
             return self.family.make_batch(d, d.val_store, idx, dq, self.dev, self.cfg)
 
-        v = _validation_loss(self.ema, self.val_sizes, batch, self.n_feat, self.cfg, self.schedule, self.autocast_dtype)
+        v = _validation_loss(self.ema, self.val_sizes, batch, self.n_feat, self.cfg, self.form, self.autocast_dtype)
         self.log({"step": done, "val_loss": v, "time": time.time()})
         return v
 

@@ -6,7 +6,8 @@ import click
 
 from e2econd.cli._options import progress_option
 from e2econd.config import SampleOptions
-from e2econd.diffusion.samplers import DEFAULT_STEPS, SAMPLERS
+from e2econd.diffusion.samplers import DEFAULT_STEPS
+from e2econd.sample_options import ALL_SAMPLERS
 
 _S = SampleOptions()  # the click defaults are the dataclass's
 
@@ -49,16 +50,18 @@ _S = SampleOptions()  # the click defaults are the dataclass's
 )
 @click.option(
     "--sampler",
-    type=click.Choice(SAMPLERS),
-    default=_S.sampler,
-    show_default=True,
-    help="ddpm: 512-step ancestral (thesis); ddim: DDIM(eta); dpmpp2m: DPM-Solver++(2M), few steps.",
+    type=click.Choice(ALL_SAMPLERS),
+    default=None,
+    help="Default: the run objective's (vpred: dpmpp2m; edm, flow: heun). vpred: ddpm (512-step ancestral, "
+    "thesis), ddim (DDIM(eta)), dpmpp2m (DPM-Solver++(2M)); every objective: euler, heun, midpoint "
+    "(probability-flow ODE; edm/vpred on the rho-schedule, flow on t).",
 )
 @click.option(
     "--steps",
     type=int,
     default=None,
-    help=f"Model evaluations (defaults: {', '.join(f'{k} {v}' for k, v in DEFAULT_STEPS.items())}).",
+    help=f"Solver steps; heun and midpoint evaluate the network twice a step (defaults: "
+    f"{', '.join(f'{k} {v}' for k, v in DEFAULT_STEPS.items())}; euler 64, heun 18 (flow 16), midpoint 18).",
 )
 @click.option("--eta", type=float, default=_S.eta, show_default=True, help="DDIM stochasticity (0 deterministic).")
 @click.option(

@@ -40,7 +40,29 @@ from e2econd.cli._options import progress_option
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="JSON file with any subset of {model, multiplicity, train, data} options.",
+    help="JSON file with any subset of {model, multiplicity, train, data, objective} options.",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["vpred", "edm", "flow"]),
+    default=None,
+    help="Diffusion formulation: vpred (cosine VP, v-prediction), edm (Karras et al. 2022) or flow (rectified "
+    "flow). Recorded in the run; `sample` offers its samplers. Default: the config's (vpred).",
+)
+@click.option(
+    "--loss-balance",
+    "balance",
+    type=click.Choice(["none", "channel"]),
+    default=None,
+    help="none: the family's own weights; channel: each channel of a jet carries an equal share of its loss.",
+)
+@click.option(
+    "--noise-density",
+    "density",
+    type=click.Choice(["uniform_t", "lognormal_sigma", "logit_normal_t"]),
+    default=None,
+    help="Per-jet noise-level density (default: the objective's: vpred uniform_t, edm lognormal_sigma, "
+    "flow logit_normal_t).",
 )
 @click.option("--max-steps", type=int, default=None, help="Training steps (on --resume: extend the run).")
 @click.option("--batch-size", type=int, default=None, help="Global batch size in jets.")
@@ -63,6 +85,9 @@ def train(
     preset,
     family,
     config_file,
+    objective,
+    balance,
+    density,
     max_steps,
     batch_size,
     lr,
@@ -89,7 +114,8 @@ def train(
         names = C.parse_channels(channels or default_channels, source="--channels")
         out_dir = "runs/" + ("towers-" if family == "towers" else "") + "-".join(names)
     if resume:
-        if any(v is not None for v in (channels, preset, family, config_file, batch_size, lr, seed, time_limit)):
+        given = (channels, preset, family, config_file, objective, balance, density, batch_size, lr, seed, time_limit)
+        if any(v is not None for v in given):
             raise E2EInputError(
                 "--resume continues with the run's own config; only --max-steps and --device may be given",
                 key="resume",
@@ -113,6 +139,9 @@ def train(
                 "train.lr": lr,
                 "train.time_limit_min": time_limit,
                 "train.seed": seed,
+                "objective.name": objective,
+                "objective.balance": balance,
+                "objective.density": density,
             },
             channels=channels,
             device=device,

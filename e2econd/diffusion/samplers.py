@@ -154,7 +154,8 @@ def run_plan(
 ) -> torch.Tensor:
     """Integrate from pure noise ``x`` (B, N, F) to data with ``plan``; returns x at t = 0.
 
-    ``denoise(x, t) -> v`` evaluates the network. Noise of step i comes from Philox keyed by
+    ``denoise(x, t) -> v`` evaluates the network (for a ``FormulationPlan``: the raw network F at
+    c_in·x and c_noise, the plan's per-evaluation values). Noise of step i comes from Philox keyed by
     (seed, offset = i), so a run is reproducible without materialising noise. Padded points
     (mask False) are never touched by the update. The loop itself reads nothing on the host (no
     sync on CUDA) if ``denoise`` does not: see ``e2econd.diffusion.graphs``.
@@ -167,8 +168,12 @@ def run_plan(
         coefs = plan.coef_tensor(x.device)
     need_prev = plan.uses_x0_prev
     x0_prev = None
-    for i, t in enumerate(plan.times):
-        v = denoise(x, t)
+    # a formulation plan (e2econd.diffusion.formulations) feeds the network c_in·x and c_noise; vpred's
+    # c_in = 1 and c_noise = t, so for it this is the plain loop
+    c_in = getattr(plan, "c_in", ()) or (1.0,) * plan.steps
+    t_in = getattr(plan, "c_noise", ()) or plan.times
+    for i in range(plan.steps):
+        v = denoise(x if c_in[i] == 1.0 else x * c_in[i], t_in[i])
         x, x0 = diffusion_step(
             x, v, coefs[i], mask=mask, x0_prev=x0_prev, clip=clip, seed=seed, offset=i, return_x0=need_prev
         )

@@ -13,6 +13,7 @@ from e2econd.batching import channel_counts, load_train_data, make_batch
 from e2econd.data.geometry import CHANNELS
 from e2econd.model.multiplicity import MultiplicityModel
 from e2econd.model.set_transformer import SetTransformer
+from e2econd.objective import channel_balance
 
 MAX_HITS_PER_JET = 4000  # safety cap on sampled multiplicities (real three-channel top jets: < 2,000)
 
@@ -43,8 +44,12 @@ class HitFamily:
         return MultiplicityModel.from_dict(d)
 
     def make_batch(self, data, store, idx, dq, device, cfg):
-        """Jets ``idx`` of ``store`` (data.store or data.val_store) -> device Batch (dequantised if ``dq``)."""
-        return make_batch(store.batch(idx, cfg.data.channels), data.store.transforms, device, dq)
+        """Jets ``idx`` of ``store`` (data.store or data.val_store) -> device Batch (dequantised if ``dq``;
+        weighted per channel if ``objective.balance = "channel"``)."""
+        b = make_batch(store.batch(idx, cfg.data.channels), data.store.transforms, device, dq)
+        if cfg.objective.balance == "channel":
+            b.weight = channel_balance(b.channel, b.cu_seqlens)
+        return b
 
     def val_sizes(self, data, cfg) -> np.ndarray:
         """Hits per val jet in the trained channels."""

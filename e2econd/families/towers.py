@@ -75,13 +75,22 @@ def token_weights(cells: np.ndarray, offsets: np.ndarray, share: float = 0.5) ->
     return torch.from_numpy(((1.0 - share) + share * frac).astype(np.float32))
 
 
-def feature_weights(n_cells: int, n_sums: int = 0) -> torch.Tensor:
+def feature_weights(n_cells: int, n_sums: int = 0, cell_channel: np.ndarray | None = None) -> torch.Tensor:
     """Loss weight per feature (mean 1): the 2 coordinates, the n_cells presence bits, the n_cells values and
     the tower energies (if any) each carry an equal share of a token's loss. Unweighted, the coordinates
-    would be 2 % of it and the model learns where the energy sits last."""
+    would be 2 % of it and the model learns where the energy sits last. ``cell_channel`` (the detector
+    channel of every cell slot) balances the channels inside the presence and value groups
+    (``objective.balance = "channel"``): tracks' 25 pixels, ECAL's 25 crystals and the one HCAL tower
+    then carry equal shares instead of 25 : 25 : 1."""
     groups = [2, n_cells, n_cells] + ([n_sums] if n_sums else [])
     f, share = sum(groups), 1.0 / len(groups)
-    return torch.cat([torch.full((g,), share * f / g) for g in groups])
+    cell = torch.ones(n_cells)
+    if cell_channel is not None:
+        ch = np.asarray(cell_channel)
+        _, inv, counts = np.unique(ch, return_inverse=True, return_counts=True)
+        cell = torch.from_numpy(n_cells / (len(counts) * counts[inv])).float()  # mean 1, equal channel sums
+    parts = [torch.ones(2), cell, cell] + ([torch.ones(n_sums)] if n_sums else [])
+    return torch.cat([p * (share * f / g) for p, g in zip(parts, groups)])
 
 
 class SummaryNorm:
@@ -179,7 +188,8 @@ class TowerFamily:
         cu = torch.as_tensor(p.cu_seqlens, dtype=torch.int32)
         channel = torch.from_numpy(rank)  # the token's energy rank in its jet (TowerTransformer)
         dev = {k: v.to(device) for k, v in cond.items()}
-        w_feat = feature_weights(tf.layout.n_cells, len(tf.sum_channels) + int(tf.readout))
+        balance = tf.layout.cell_channel() if cfg.objective.balance == "channel" else None
+        w_feat = feature_weights(tf.layout.n_cells, len(tf.sum_channels) + int(tf.readout), balance)
         w = (token_weights(cells, p.cu_seqlens.astype(np.int64))[:, None] * w_feat[None, :]).to(device)
         return Batch(x0.to(device), channel.to(device), cu.to(device), dev, int(cu.numel() - 1), w)
 

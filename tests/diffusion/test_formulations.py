@@ -10,6 +10,7 @@ The (a, b) of each process are written here from the papers, independently of th
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from e2econd.diffusion.formulations import (
     FORMULATIONS,
     FormulationPlan,
     NoiseLevelDensity,
+    VPred,
     cosine_t_from_nsr,
     flow_grid,
     make_formulation,
@@ -160,28 +162,66 @@ def test_edm_weight_and_vp_equivalence():
     torch.testing.assert_close(form2.lambda_weight(sig) * pc.c_out**2, torch.ones_like(sig))
 
 
-def test_vpred_reproduces_loss_sum():
-    form = make_formulation("vpred")
+def _closed_form_loss(name, x0, eps, lv, f):
+    """The loss of a network returning ``f(x_in, c_noise)``, written out for each objective (σ_data = 1)."""
+    if name == "vpred":
+        a, s = SCHED.alpha_sigma(lv)
+        x_in, c_noise, target = a * x0 + s * eps, lv, a * eps - s * x0
+    elif name == "edm":  # x = x0 + σ ε, input x / sqrt(σ² + 1), c_noise = ln(σ) / 4
+        r = torch.sqrt(lv**2 + 1)
+        x_in, c_noise, target = (x0 + lv * eps) / r, 0.25 * torch.log(lv), (lv * x0 - eps) / r
+    else:  # flow: x = (1 − t) x0 + t ε, velocity ε − x0
+        x_in, c_noise, target = (1 - lv) * x0 + lv * eps, lv, eps - x0
+    return x_in, c_noise, ((f(x_in, c_noise) - target) ** 2).sum()
+
+
+@pytest.mark.parametrize("name", ["vpred", "edm", "flow"])
+def test_loss_sum_is_each_objectives_closed_form(name):
+    """``e2econd.objective.loss_sum`` (what training minimises) against the written-out forward process,
+    network input and target of each objective, at the levels its density gives the draw's uniforms."""
+    form = make_formulation(name) if name != "vpred" else VPred(schedule=SCHED)
     gen = torch.Generator().manual_seed(4)
     cu = torch.tensor([0, 3, 3, 10, 16])
     x0, eps = torch.randn(16, 3, generator=gen), torch.randn(16, 3, generator=gen)
-    t = torch.tensor([0.1, 0.5, 0.77, 0.99])
+    u = torch.tensor([0.1, 0.5, 0.77, 0.99])
     seen = {}
 
     def model(xt, channel, cu_seqlens, tt, cond, drop):
         seen["xt"], seen["t"] = xt, tt
+        return 0.3 * xt + 0.1 * tt.repeat_interleave(torch.diff(cu_seqlens))[:, None]
+
+    batch = Batch(x0=x0, channel=torch.zeros(16, dtype=torch.long), cu_seqlens=cu, cond={}, n_jets=4)
+    got = loss_sum(model, batch, u, None, eps, form)
+    if name == "vpred":
+        lv = u
+    elif name == "edm":  # log-normal σ: ln σ = −1.2 + 1.2 Φ⁻¹(u)
+        lv = torch.tensor([math.exp(-1.2 + 1.2 * NormalDist().inv_cdf(float(v))) for v in u])
+    else:  # logit-normal t: t = 1 / (1 + exp(−Φ⁻¹(u)))
+        lv = torch.tensor([1 / (1 + math.exp(-NormalDist().inv_cdf(float(v)))) for v in u])
+    lh = lv.repeat_interleave(torch.diff(cu))[:, None]
+    x_in, c_noise, want = _closed_form_loss(name, x0, eps, lh, lambda x, c: 0.3 * x + 0.1 * c)
+    torch.testing.assert_close(seen["xt"], x_in.float(), rtol=1e-5, atol=1e-6)
+    per_token = seen["t"].repeat_interleave(torch.diff(cu))
+    torch.testing.assert_close(per_token, c_noise.flatten().float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_vpred_loss_is_bitwise_todays():
+    """vpred through the formulation interface is today's loss to the bit: the uniform draw is its t."""
+    gen = torch.Generator().manual_seed(4)
+    cu = torch.tensor([0, 3, 3, 10, 16])
+    x0, eps = torch.randn(16, 3, generator=gen), torch.randn(16, 3, generator=gen)
+    t = torch.rand(4, generator=gen)
+
+    def model(xt, channel, cu_seqlens, tt, cond, drop):
         return 0.3 * xt + 0.1
 
     batch = Batch(x0=x0, channel=torch.zeros(16, dtype=torch.long), cu_seqlens=cu, cond={}, n_jets=4)
-    got = loss_sum(model, batch, t, None, eps, SCHED)
-    lv = per_hit(t, cu, 16)
-    x = form.corrupt(x0, eps, lv)
-    xin, c_noise = form.network_input(x, t, cu)
-    torch.testing.assert_close(seen["xt"], x)
-    torch.testing.assert_close(seen["xt"], xin)
-    torch.testing.assert_close(seen["t"], c_noise.float())
-    want = (form.loss_weight(lv) * (0.3 * x + 0.1 - form.target(x0, eps, lv)) ** 2).sum()
-    torch.testing.assert_close(got, want)
+    a, s = SCHED.alpha_sigma(t)
+    a_h, s_h = (v.repeat_interleave(torch.diff(cu))[:, None] for v in (a, s))
+    xt = a_h * x0 + s_h * eps
+    want = ((0.3 * xt + 0.1 - (a_h * eps - s_h * x0)) ** 2).sum()
+    assert loss_sum(model, batch, t, None, eps, VPred(schedule=SCHED)).item() == want.item()
 
 
 def test_per_hit_matches_a_loop():
@@ -270,10 +310,21 @@ def textbook(form, grid, x, solver):
     return x
 
 
+def raw_net(form):
+    """The exact raw network as ``run_plan`` calls it, fed (c_in·x, c_noise): recover ℓ and x, return F*."""
+
+    def net(xin, c_noise):
+        lv = math.exp(4 * float(c_noise)) if form.name == "edm" else float(c_noise)
+        c_in = float(form.precondition(torch.tensor(lv, dtype=torch.float64)).c_in)
+        return exact_f(form, xin / c_in, lv)
+
+    return net
+
+
 @pytest.mark.parametrize("name,solver", ODE_SAMPLERS)
 def test_fused_op_route_equals_textbook(name, solver):
-    """The op route (one call per evaluation, through ``network``) against the textbook solver; vpred's
-    ODE samplers are EDM's on y = x/α with λ = σ/α, whose exact denoiser is EDM's."""
+    """The op route (one call per evaluation, run_plan feeding the raw network c_in·x, c_noise) against the
+    textbook solver; vpred's ODE samplers are EDM's on y = x/α with λ = σ/α, whose exact denoiser is EDM's."""
     form = make_formulation(name)
     plan = form.plan(solver, 12)
     x = plan.init_std * torch.linspace(-2.5, 2.5, 48, dtype=torch.float64).reshape(4, 4, 3)
@@ -283,12 +334,7 @@ def test_fused_op_route_equals_textbook(name, solver):
         alpha0 = 1.0 if name == "edm" else 1 / math.sqrt(1 + 80.0**2)
         ref = textbook(make_formulation("edm"), rho_schedule(12), x / alpha0, solver)
 
-    def net(xin, c_noise):  # a raw network fed (c_in·x, c_noise): recover the level and x, return F*
-        lv = math.exp(4 * float(c_noise)) if name == "edm" else float(c_noise)
-        c_in = float(form.precondition(torch.tensor(lv, dtype=torch.float64)).c_in)
-        return exact_f(form, xin / c_in, lv)
-
-    out = run_plan(form.network(net), x.float(), plan, seed=-1)
+    out = run_plan(raw_net(form), x.float(), plan, seed=-1)
     assert (out.double() - ref).abs().max().item() < 2e-5
     torch.testing.assert_close(run_rows64(form, plan, x), ref, rtol=1e-10, atol=1e-10)
 
@@ -301,7 +347,7 @@ def test_sampler_maps_noise_to_data(name, solver):
     for steps in (16, 64, 256) if solver in ("euler", "ddim") else (4, 16, 64):  # first order: more steps
         plan = form.plan(solver, steps)
         xt = plan.init_std * x
-        out = run_plan(lambda y, lv: exact_f(form, y, lv), xt.float().reshape(-1, 1, 1), plan, seed=-1).double()
+        out = run_plan(raw_net(form), xt.float().reshape(-1, 1, 1), plan, seed=-1).double()
         errs.append((out.flatten() - exact_map(name, xt, plan.times[0])).abs().max().item())
     assert errs[0] > errs[1] > errs[2]
     assert abs(out.mean().item() - MU) < 0.01 and abs(out.std().item() - S) < 0.01

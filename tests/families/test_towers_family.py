@@ -157,7 +157,9 @@ def norm_kinds():
     return summary_kinds(ALL)
 
 
-def test_cli_trains_and_samples_towers(real_hitdir, tower_config, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--objective", "edm", "--loss-balance", "channel"]])
+def test_cli_trains_and_samples_towers(real_hitdir, tower_config, tmp_path, extra):
+    """Both the default objective and edm (with the channel balance of the cell groups) train and sample."""
     from click.testing import CliRunner
 
     from e2econd.cli import main
@@ -168,7 +170,8 @@ def test_cli_trains_and_samples_towers(real_hitdir, tower_config, tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(
         main,
-        ["train", str(real_hitdir), "--model", "towers", "--config", str(cfg), "--out", str(out), "--no-progress"],
+        ["train", str(real_hitdir), "--model", "towers", "--config", str(cfg), "--out", str(out), "--no-progress"]
+        + extra,
     )
     assert r.exit_code == 0, r.output
     gen = tmp_path / "g.parquet"
@@ -176,8 +179,11 @@ def test_cli_trains_and_samples_towers(real_hitdir, tower_config, tmp_path):
         main, ["sample", str(out), "--pt", "500", "--num-jets", "6", "--steps", "3", "--out", str(gen), "--json"]
     )
     assert r.exit_code == 0, r.output
+    summary = json.loads(r.output[r.output.index("{") :])
+    assert summary["sampler"] == ("heun" if extra else "dpmpp2m") and summary["nfe"] == (5 if extra else 3)
     chunk = read_e2e(gen)
     assert chunk.images.shape == (6, 3, 125, 125) and np.all(chunk.pt == 500.0)
+    assert np.isfinite(chunk.images).all()
     r = CliRunner().invoke(main, ["sample", str(out), "--presence", "sometimes", "--out", str(tmp_path / "x.parquet")])
     assert r.exit_code != 0 and "presence" in r.output
     assert not (tmp_path / "x.parquet").exists()

@@ -122,7 +122,8 @@ def test_resolve_config_rejects_bad_options():
         ({"collisions": "merge"}, "collisions"),
         ({"batch_size": 0}, "batch_size"),
         ({"chunk_size": 0}, "batch_size"),
-        ({"sampler": "euler"}, "sampler"),
+        ({"sampler": "rk4"}, "sampler"),
+        ({"steps": 0}, "steps"),
         ({"conditions_from": "data", "pt": 400.0}, "conditions"),
     ],
 )

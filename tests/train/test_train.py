@@ -19,6 +19,7 @@ from e2econd import config as C
 from e2econd.data.geometry import CENTRE, CHANNELS, PIXEL
 from e2econd.data.hitstore import HitStore, hit_schema
 from e2econd.data.transforms import fit_transforms
+from e2econd.diffusion.formulations import VPred
 from e2econd.diffusion.schedule import CosineSchedule
 from e2econd.errors import E2EInputError
 from e2econd.model import SetTransformer
@@ -169,7 +170,7 @@ def test_loss_is_per_hit_mse(data_dir):
     torch.manual_seed(0)
     m = SetTransformer(tiny_config().model)
     d = draw(step_generator(0, 0), 3, b.n_hits, 0.0)
-    s = loss_sum(m, b, d.t, None, d.eps, CosineSchedule())
+    s = loss_sum(m, b, d.t, None, d.eps, VPred())
     # the fresh model predicts v = 0, so the loss is sum of v² with v = a eps - s x0 (closed form)
     lengths = torch.diff(b.cu_seqlens.long())
     a, sg = CosineSchedule().alpha_sigma(d.t)
@@ -292,7 +293,7 @@ _WORKER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from test_train import tiny_config
     from e2econd.data.hitstore import HitStore
-    from e2econd.diffusion.schedule import CosineSchedule
+    from e2econd.diffusion.formulations import VPred
     from e2econd.model import SetTransformer
     from e2econd.train import _PackedForward, draw, loss_sum, make_batch, shard, step_generator, train
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -314,7 +315,7 @@ _WORKER = textwrap.dedent("""
             p.add_(0.1 * torch.randn_like(p))
     net = DDP(_PackedForward(model))
     b = make_batch(store.batch(gidx[js], cfg.data.channels), store.transforms, torch.device("cpu"), d.dq[hs])
-    s = loss_sum(net, b, d.t[js], d.drop[js], d.eps[hs], CosineSchedule())
+    s = loss_sum(net, b, d.t[js], d.drop[js], d.eps[hs], VPred())
     (s * world / (3.0 * n_g.sum())).backward()
     if rank == 0:
         torch.save({{k: p.grad for k, p in model.named_parameters()}}, {grads!r})
@@ -335,7 +336,7 @@ def _single_process_grads(data_dir):
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     b = make_batch(store.batch(gidx, cfg.data.channels), store.transforms, torch.device("cpu"), d.dq)
-    s = loss_sum(_PackedForward(model), b, d.t, d.drop, d.eps, CosineSchedule())
+    s = loss_sum(_PackedForward(model), b, d.t, d.drop, d.eps, VPred())
     (s / (3.0 * n_g.sum())).backward()
     return {k: p.grad for k, p in model.named_parameters()}
 

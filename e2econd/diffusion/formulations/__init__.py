@@ -31,6 +31,7 @@ __all__ = [
     "VPred",
     "cosine_t_from_nsr",
     "flow_grid",
+    "from_config",
     "make_formulation",
     "per_hit",
     "rho_schedule",
@@ -42,3 +43,19 @@ def make_formulation(name: str, density: NoiseLevelDensity | None = None, **para
     if name not in FORMULATIONS:
         raise E2EInputError(f"unknown objective '{name}' (choose from {', '.join(FORMULATIONS)})", key="objective")
     return FORMULATIONS[name](density, **params)
+
+
+def from_config(objective, schedule=None) -> Formulation:
+    """The formulation of a run's ``objective`` config section (``e2econd.config.ObjectiveConfig``);
+    ``schedule``: vpred's cosine schedule (the run's ``train.schedule_s``)."""
+    name = objective.name
+    if name not in FORMULATIONS:
+        raise E2EInputError(f"unknown objective '{name}' (choose from {', '.join(FORMULATIONS)})", key="objective")
+    density = NoiseLevelDensity(
+        objective.density or FORMULATIONS[name].default_density,
+        p_mean=objective.p_mean,
+        p_std=objective.p_std,
+        m=objective.logit_m,
+        s=objective.logit_s,
+    )
+    return VPred(density, schedule=schedule) if name == "vpred" else make_formulation(name, density)

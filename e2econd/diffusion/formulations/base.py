@@ -19,7 +19,7 @@ time), ``lognormal_sigma`` (ln σ̃ = P_mean + P_std·Φ⁻¹(u), σ̃ = b/a the
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -57,6 +57,11 @@ class NoiseLevelDensity:
             u = u[torch.randperm(n, generator=gen)]
         else:
             u = torch.rand(n, generator=gen, dtype=torch.float64)
+        return self.transform(u)
+
+    def transform(self, u: torch.Tensor) -> tuple[str, torch.Tensor]:
+        """``("t", t)`` or ``("nsr", σ̃)`` of uniforms u ∈ [0, 1) (the inverse-CDF map of the density)."""
+        u = torch.as_tensor(u)
         if self.name == "uniform_t":
             return "t", u
         z = torch.special.ndtri(u.clamp(1e-12, 1 - 1e-12))
@@ -80,8 +85,8 @@ class FormulationPlan(SamplerPlan):
     """A :class:`SamplerPlan` with one row per network evaluation: ``times`` are the formulation's noise
     levels ℓ (a 2nd-order step evaluates twice), ``coefs`` the fused op's ``[α, σ, c_x, c_0, c_p, c_n]``,
     ``c_in``/``c_noise`` the network's input scale and noise input per evaluation, ``init_std`` the std
-    of the starting noise x ~ N(0, init_std²). ``e2econd.diffusion.samplers.run_plan`` runs it given
-    ``denoise = formulation.network(net)``."""
+    of the starting noise x ~ N(0, init_std²). ``e2econd.diffusion.samplers.run_plan`` runs it, calling
+    the raw network at (c_in·x, c_noise) of every row."""
 
     objective: str = "vpred"
     init_std: float = 1.0
@@ -108,6 +113,7 @@ class Formulation(ABC):
     default_sampler: str = ""
     default_steps: Mapping[str, int] = MappingProxyType({})  # sampler -> default number of steps
     default_density: str = "uniform_t"  # the density used when none is given
+    weighted: bool = False  # True: loss_weight(ℓ) is not 1 and the loss applies it
 
     def __init__(self, density: NoiseLevelDensity | None = None):
         self.density = density or NoiseLevelDensity(self.default_density)
@@ -124,6 +130,15 @@ class Formulation(ABC):
     def sample_noise_level(self, gen: torch.Generator, n: int, stratified: bool = True) -> torch.Tensor:
         """n per-jet levels (float32) drawn from ``self.density``."""
         kind, val = self.density.draw(gen, n, stratified)
+        level = self.level_from_t(val) if kind == "t" else self.level_from_nsr(val)
+        return level.to(torch.float32)
+
+    def level_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """Per-jet levels (float32) of uniforms u (the training draw's stratified ``t``) under ``self.density``.
+
+        ``uniform_t`` of vpred returns float32 u itself (exact through float64), so today's objective sees
+        exactly the draw it always did."""
+        kind, val = self.density.transform(torch.as_tensor(u, dtype=torch.float64))
         level = self.level_from_t(val) if kind == "t" else self.level_from_nsr(val)
         return level.to(torch.float32)
 
@@ -168,14 +183,6 @@ class Formulation(ABC):
         """(α, σ) of the op row at level ℓ: (c_skip, −c_out), so that α·x − σ·F = D."""
         p = self.precondition(torch.as_tensor(level, dtype=torch.float64))
         return float(p.c_skip), float(-p.c_out)
-
-    def network(self, net: Callable) -> Callable:
-        """``denoise(x, level) -> F`` for ``run_plan`` from a raw network ``net(c_in·x, c_noise) -> F``."""
-
-        def denoise(x, level):
-            return net(*self.network_input(x, level))
-
-        return denoise
 
     # ---- samplers
     def check_sampler(self, sampler: str) -> str:

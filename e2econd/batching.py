@@ -247,3 +247,12 @@ def load_train_data(data_dir: Path, cfg: Config, world: int) -> TrainData:
     ccond = store.transforms.condition.forward(pt, m0)
     cond_table = {"pt": pt, "m0": m0, "y": np.asarray(jets["y"], np.float32)}
     return TrainData(store, val_store, counts, y, n_sel, usable, ccond, cond_table)
+
+
+def non_finite_jets(batch: Batch) -> np.ndarray:
+    """Indices of the batch's jets with a NaN/inf token feature or condition (pt, m0)."""
+    cu = np.asarray(_np(batch.cu_seqlens), np.int64)
+    token_bad = ~np.isfinite(np.asarray(_np(batch.x0), np.float64)).all(1)
+    bad = np.repeat(np.arange(len(cu) - 1), np.diff(cu))[token_bad]
+    cond_bad = [~np.isfinite(np.asarray(_np(batch.cond[k]), np.float64)) for k in ("pt", "m0")]
+    return np.union1d(bad, np.flatnonzero(cond_bad[0] | cond_bad[1]))

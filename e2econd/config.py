@@ -97,6 +97,9 @@ class ObjectiveConfig:
     logit_m: float = 0.0  # logit_normal_t: logit t ~ N(logit_m, logit_s²)
     logit_s: float = 1.0
     balance: str = "none"  # "channel": every channel of a jet carries an equal share of its loss
+    student: str = ""  # "consistency": a student distilled by `e2econd distill` (its one sampler: consistency)
+    student_steps: int = 0  # the student's default number of network evaluations K
+    student_levels: int = 0  # N: intervals of the student's training grid (the levels it may be sampled at)
 
 
 @dataclass
@@ -386,6 +389,10 @@ def _validate_objective(ob: ObjectiveConfig, err) -> None:
             err(f"objective.{key}", f"must be a{' positive' if positive else ''} finite number, got {val}")
     if not math.isfinite(ob.logit_m):
         err("objective.logit_m", f"must be a finite number, got {ob.logit_m}")
+    if ob.student not in ("", "consistency"):
+        err("objective.student", f"unknown student method {ob.student!r} (choose from consistency)")
+    if ob.student and not 1 <= ob.student_steps <= ob.student_levels:
+        err("objective.student_steps", f"need 1 <= steps {ob.student_steps} <= levels {ob.student_levels}")
 
 
 def save(cfg: Config, path: str | Path) -> None:

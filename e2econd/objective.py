@@ -81,11 +81,11 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 # ---------------------------------------------------------------------------------- validation
-def validation_loss(model, sizes, make, n_feat: int, cfg: Config, form: Formulation, autocast_dtype) -> float:
-    """Per-feature loss (the objective's, e.g. v-MSE) of ``model`` on a fixed subset of the val split with
-    fixed t, ε and dequantisation.
+def validation_loss(model, sizes, make, n_feat: int, cfg: Config, loss) -> float:
+    """Per-feature loss of ``model`` on a fixed subset of the val split with fixed t, ε and dequantisation.
 
-    ``sizes`` = tokens per val jet; ``make(idx, dq) -> Batch`` builds the family's batch of jets ``idx``.
+    ``sizes`` = tokens per val jet; ``make(idx, dq) -> Batch`` builds the family's batch of jets ``idx``;
+    ``loss(model, batch, t, drop, eps)`` is the summed loss (e.g. :func:`loss_sum` of the run's objective).
     """
     n = len(sizes)
     idx = np.arange(n if not cfg.train.val_jets else min(n, cfg.train.val_jets))
@@ -101,6 +101,6 @@ def validation_loss(model, sizes, make, n_feat: int, cfg: Config, form: Formulat
             B, H = len(sel), int(np.asarray(sizes)[sel].sum())
             d = draw(gen, B, H, 0.0, n_feat=n_feat)
             b = make(sel, d.dq if cfg.data.dequantize else None)
-            tot += float(loss_sum(model, b, d.t, None, d.eps, form, autocast_dtype))
+            tot += float(loss(model, b, d.t, None, d.eps))
             hits += H
     return tot / (n_feat * max(hits, 1))

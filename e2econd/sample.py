@@ -181,10 +181,8 @@ class Generator:
         self.form = run.formulation  # the run's objective decides the samplers it offers
         opts.sampler = self.form.check_sampler(opts.sampler or self.form.default_sampler)
         try:
-            if self.form.name == "vpred":
-                self.plan = self.form.plan(opts.sampler, opts.steps, eta=opts.eta)
-            else:
-                self.plan = self.form.plan(opts.sampler, opts.steps)
+            extra = {"eta": opts.eta} if opts.sampler == "ddim" else {}  # DDIM's stochasticity (vpred only)
+            self.plan = self.form.plan(opts.sampler, opts.steps, **extra)
         except ValueError as exc:
             raise E2EInputError(str(exc), key="steps") from None
         self.steps = self.form.default_steps[opts.sampler] if opts.steps is None else int(opts.steps)

@@ -38,20 +38,7 @@ import numpy as np
 import torch
 
 from e2econd._version import __version__
-from e2econd.batching import (  # noqa: F401 - re-exported: e2econd.train is where callers find them
-    Batch,
-    BucketBatcher,
-    StepDraws,
-    TrainData,
-    _np,
-    channel_counts,
-    dequantize,
-    draw,
-    load_train_data,
-    make_batch,
-    shard,
-    step_generator,
-)
+from e2econd.batching import BucketBatcher, draw, make_batch, non_finite_jets, shard, step_generator  # noqa: F401
 from e2econd.config import Config, from_dict, validate
 from e2econd.diffusion.formulations import from_config
 from e2econd.diffusion.schedule import CosineSchedule
@@ -59,14 +46,12 @@ from e2econd.errors import E2EInputError, NonFiniteError
 from e2econd.families import get_family
 from e2econd.objective import ema_update, loss_sum, lr_factor  # noqa: F401 - re-exported
 from e2econd.objective import validation_loss as _validation_loss
-from e2econd.rundir import (  # noqa: F401 - re-exported (the run directory's owner is e2econd.rundir)
+from e2econd.rundir import (
     CHECKPOINT_FORMAT,
-    LoadedRun,
     config_path,
     dist_env,
     last_checkpoint,
     load_checkpoint,
-    load_run,
     log_path,
     resolve_device,
     rng_state,
@@ -94,6 +79,7 @@ class _Trainer:
 
     def __init__(self, data_dir: Path, out_dir: Path, cfg: Config, ck: dict | None, device, stop_at):
         self.out_dir, self.cfg, self.tr, self.stop_at = out_dir, cfg, cfg.train, stop_at
+        self.data_dir = Path(data_dir)
         self.rank, self.world, local_rank = dist_env()
         self.dev = resolve_device(device, local_rank)
         if cfg.train.threads and self.dev.type == "cpu":
@@ -109,6 +95,7 @@ class _Trainer:
         self.is_main = self.rank == 0
         self.family = get_family(cfg.model.family)
         self.data = self.family.load_data(data_dir, cfg, self.world)
+        self._check_data(ck)
         self.n_feat = self.family.n_features(self.data)
         self.transforms = self.data.store.transforms
         self.cfg_dict = cfg.to_dict()
@@ -130,10 +117,22 @@ class _Trainer:
         self.end = self.end_steps = tr.max_steps if stop_at is None else min(tr.max_steps, stop_at)
         self.logf = None
 
+    def _check_data(self, ck: dict | None) -> None:
+        """Hook: a subclass checks the loaded data against a source run (the distiller: its teacher's)."""
+
+    def _init_weights(self) -> None:
+        """Hook: the weights a fresh run starts from (the seed's initialisation; the distiller: its teacher's)."""
+
+    def _fresh_stage1(self):
+        """Stage 1 of a fresh run: fitted on the train split (hit multiplicities / jet summary)."""
+        return self.family.fit_stage1(self.cfg, self.data)
+
     def _build(self, ck: dict | None) -> None:
         cfg, tr, dev = self.cfg, self.tr, self.dev
         torch.manual_seed(tr.seed)
         self.model = self.family.build_network(cfg, self.data).to(dev)
+        if ck is None:
+            self._init_weights()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=tr.lr, betas=tuple(tr.betas), weight_decay=tr.weight_decay
@@ -155,7 +154,7 @@ class _Trainer:
             self.start = int(ck["step"])
         else:
             t0 = time.time()
-            mult = self.family.fit_stage1(cfg, self.data)  # hit multiplicities / jet summary
+            mult = self._fresh_stage1()
             self.mult_s = time.time() - t0
         self.mult = mult.to(dev)
         self.net = _PackedForward(self.model)
@@ -221,7 +220,9 @@ class _Trainer:
             "channels": list(self.cfg.data.channels),
             "cond_table": self.data.cond_table,
             "family": self.family.name,
+            "data_dir": str(self.data_dir.resolve()),
             **self.family.extra_state(self.data),
+            **self._extra_checkpoint(),
             "provenance": provenance(self.cfg_dict),
         }
         if self.tr.keep_step_ckpts and step % self.tr.ckpt_every == 0:
@@ -229,7 +230,15 @@ class _Trainer:
         save_checkpoint(self.last, state)
         self.last_good = step
 
+    def _extra_checkpoint(self) -> dict:
+        """Hook: more state for the checkpoint (the distiller: its teacher and method)."""
+        return {}
+
     # -------------------------------------------------------------------------------------- steps
+    def model_loss(self, model, b, t, drop, eps) -> torch.Tensor:
+        """Sum over ``b``'s tokens and features of ``model``'s loss (the objective's; the distiller's own)."""
+        return loss_sum(model, b, t, drop, eps, self.form, self.autocast_dtype)
+
     def step(self, step: int) -> tuple[float, float, int, int]:
         """One optimiser step on the global batch of ``step``: (loss, grad norm, jets, hits).
 
@@ -247,7 +256,7 @@ class _Trainer:
         b = self.family.make_batch(d, d.store, gidx[js], dq, self.dev, self.cfg)
         if b.n_hits != hs.stop - hs.start:
             raise RuntimeError("the store's batch holds a token count different from its per-jet counts")
-        s = loss_sum(self.net, b, dr.t[js], dr.drop[js], dr.eps[hs], self.form, self.autocast_dtype)
+        s = self.model_loss(self.net, b, dr.t[js], dr.drop[js], dr.eps[hs])
         n_global = int(n_g.sum())
         nf = float(self.n_feat)
         loss = s * (world / (nf * n_global))  # DDP averages over ranks -> global per-feature mean
@@ -271,16 +280,7 @@ class _Trainer:
 
     def _non_finite(self, done: int, loss_v: float, gnorm: float, batch, jets: np.ndarray) -> None:
         """Log, close and raise, naming the jets of this rank's batch that hold NaN/inf (if any)."""
-        cu = np.asarray(_np(batch.cu_seqlens), np.int64)
-        hit_bad = ~np.isfinite(np.asarray(_np(batch.x0), np.float64)).all(1)
-        bad = np.unique(np.repeat(np.arange(len(cu) - 1), np.diff(cu))[hit_bad])
-        bad = np.union1d(
-            bad,
-            np.flatnonzero(
-                ~np.isfinite(np.asarray(_np(batch.cond["pt"]), np.float64))
-                | ~np.isfinite(np.asarray(_np(batch.cond["m0"]), np.float64))
-            ),
-        )
+        bad = non_finite_jets(batch)
         jet_ids = [int(v) for v in np.asarray(self.data.store.jets["jet_id"])[jets[bad]][:5]]
         self.log(
             {
@@ -329,7 +329,7 @@ class _Trainer:
         def batch(idx, dq):
             return self.family.make_batch(d, d.val_store, idx, dq, self.dev, self.cfg)
 
-        v = _validation_loss(self.ema, self.val_sizes, batch, self.n_feat, self.cfg, self.form, self.autocast_dtype)
+        v = _validation_loss(self.ema, self.val_sizes, batch, self.n_feat, self.cfg, self.model_loss)
         self.log({"step": done, "val_loss": v, "time": time.time()})
         return v
 
@@ -408,6 +408,11 @@ def train(
     if max_steps is not None:
         config.train.max_steps = max_steps
     trainer = _Trainer(data_dir, out_dir, validate(config), ck, device, stop_at)
+    return run_trainer(trainer, progress)
+
+
+def run_trainer(trainer: _Trainer, progress: bool | None, desc: str = "train") -> dict[str, Any]:
+    """Open the run directory, run the step loop under a progress bar (rank 0), close; the summary dict."""
     trainer.open_run_dir()
     pbar = None
     if trainer.is_main and progress is not False:
@@ -416,7 +421,7 @@ def train(
         pbar = tqdm(
             total=trainer.tr.max_steps,
             initial=trainer.start,
-            desc="train",
+            desc=desc,
             unit="step",
             file=sys.stderr,
             disable=bar_disabled(progress),
@@ -431,10 +436,10 @@ def train(
     if trainer.ddp:
         torch.distributed.barrier()
     return {
-        "run_dir": str(out_dir),
+        "run_dir": str(trainer.out_dir),
         "steps": max(trainer.end, trainer.start),
         "val_loss": last_val,
-        "checkpoint": str(last),
+        "checkpoint": str(trainer.last),
         "world_size": trainer.world,
         "rank": trainer.rank,
     }

@@ -26,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "export": ("e2econd.cli.preprocess", "export", "Hit-set directory -> E2E images (Parquet or HDF5)."),
     "train": ("e2econd.cli.train", "train", "Train the conditional diffusion model (CPU, GPU, or torchrun DDP)."),
+    "distill": (
+        "e2econd.cli.distill",
+        "distill",
+        "Distill a trained run into a few-step student (consistency distillation).",
+    ),
     "sample": ("e2econd.cli.sample", "sample", "Generate jets for requested conditions and write E2E files."),
     "evaluate": (
         "e2econd.cli.evaluate",

@@ -13,7 +13,8 @@ Its interface (both :class:`~e2econd.families.hits.HitFamily` and
 - ``fit_stage1(cfg, data)`` / ``stage1_from_dict(d)``: the model drawn before the diffusion (hit
   multiplicities; the jet summary), checkpoint key ``multiplicity``.
 - ``make_batch(data, store, idx, dq, device) -> Batch``: packed clean tokens x0 (T, F), conditions.
-- ``extra_state(data) -> dict`` / ``load_extras(ck)``: what else a checkpoint carries.
+- ``extra_state(data) -> dict`` / ``load_extras(ck)``: what else a checkpoint carries (its keys:
+  ``extra_keys``).
 - ``draw_stage1(run, ct, yt, gen) -> (tokens per jet, state)`` and ``generate_batch(g, idx, state, ct, yt,
   images, chunk_index, b)``: sampling, through the shared ``Generator.integrate`` (noise, network,
   fused-op sampler loop).

@@ -22,6 +22,7 @@ class HitFamily:
     """See :mod:`e2econd.families` for the interface."""
 
     name = "hits"
+    extra_keys: tuple[str, ...] = ()  # checkpoint keys of extra_state
 
     def load_data(self, data_dir, cfg, world):
         return load_train_data(data_dir, cfg, world)

@@ -119,6 +119,7 @@ class TowerFamily:
     """See :mod:`e2econd.families` for the interface."""
 
     name = "towers"
+    extra_keys = ("tower_transform", "summary_norm")  # checkpoint keys of extra_state
 
     # ---------------------------------------------------------------------------------- training
     def load_data(self, data_dir, cfg, world) -> TrainData:

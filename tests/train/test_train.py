@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from e2econd import config as C
+from e2econd.batching import BucketBatcher, dequantize, draw, make_batch, shard, step_generator
 from e2econd.data.geometry import CENTRE, CHANNELS, PIXEL
 from e2econd.data.hitstore import HitStore, hit_schema
 from e2econd.data.transforms import fit_transforms
@@ -23,18 +24,9 @@ from e2econd.diffusion.formulations import VPred
 from e2econd.diffusion.schedule import CosineSchedule
 from e2econd.errors import E2EInputError
 from e2econd.model import SetTransformer
-from e2econd.train import (
-    BucketBatcher,
-    _PackedForward,
-    dequantize,
-    draw,
-    load_run,
-    loss_sum,
-    make_batch,
-    shard,
-    step_generator,
-    train,
-)
+from e2econd.objective import loss_sum
+from e2econd.rundir import load_run
+from e2econd.train import _PackedForward, train
 
 REPO = Path(__file__).resolve().parents[2]
 

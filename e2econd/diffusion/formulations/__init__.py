@@ -12,6 +12,7 @@ from e2econd.diffusion.formulations.base import (
     Precond,
     per_hit,
 )
+from e2econd.diffusion.formulations.consistency import STUDENT_METHODS, ConsistencyStudent, grid_nsr
 from e2econd.diffusion.formulations.edm import EDM, rho_schedule
 from e2econd.diffusion.formulations.flow import Flow, flow_grid
 from e2econd.diffusion.formulations.vpred import VPred, cosine_t_from_nsr
@@ -21,6 +22,9 @@ FORMULATIONS = {"vpred": VPred, "edm": EDM, "flow": Flow}
 
 __all__ = [
     "DENSITIES",
+    "STUDENT_METHODS",
+    "ConsistencyStudent",
+    "grid_nsr",
     "EDM",
     "FORMULATIONS",
     "Flow",
@@ -58,4 +62,7 @@ def from_config(objective, schedule=None) -> Formulation:
         m=objective.logit_m,
         s=objective.logit_s,
     )
-    return VPred(density, schedule=schedule) if name == "vpred" else make_formulation(name, density)
+    form = VPred(density, schedule=schedule) if name == "vpred" else make_formulation(name, density)
+    if getattr(objective, "student", ""):  # a distilled student: the teacher's formulation, its own sampler
+        return ConsistencyStudent(form, objective.student_levels, objective.student_steps)
+    return form

@@ -110,12 +110,15 @@ def images_to_tokens(images: np.ndarray, layout: TowerLayout) -> TowerTokens:
     return TowerTokens(pos, dense[jet, tower], offsets, layout)
 
 
-def tokens_to_images(tokens: TowerTokens, out: np.ndarray | None = None) -> np.ndarray:
-    """Tokens -> images (n, 3, 125, 125) float32; HCAL tower energy / 25 on all 25 pixels of its tower."""
+def tokens_to_images(tokens: TowerTokens, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+    """Tokens -> images (n, 3, 125, 125) float32; HCAL tower energy / 25 on all 25 pixels of its tower.
+
+    ``out`` (zero where the tokens go) receives jet i in row ``rows[i]`` (default i): written in place,
+    no temporary image batch (fresh pages cost more than the writes on a small box)."""
     n = tokens.n_jets
     if out is None:
         out = np.zeros((n, 3, 125, 125), np.float32)
-    jet = tokens.jet
+    jet = tokens.jet if rows is None else np.asarray(rows, np.int64)[tokens.jet]
     a, b = np.divmod(np.arange(TOWER * TOWER), TOWER)
     ieta = tokens.pos[:, 0:1].astype(np.int64) * TOWER + a[None, :]  # (T, 25)
     iphi = tokens.pos[:, 1:2].astype(np.int64) * TOWER + b[None, :]

@@ -280,6 +280,11 @@ def test_generated_images_respect_towers_and_hcal_blocks(channels):
     out = np.zeros_like(img)
     tokens_to_images(tok, out=out)
     np.testing.assert_array_equal(out, img)
+    rows = np.random.default_rng(0).permutation(len(counts) + 3)[: len(counts)]  # scattered into a bigger batch
+    big = np.zeros((len(counts) + 3, *img.shape[1:]), np.float32)
+    tokens_to_images(tok, out=big, rows=rows)
+    np.testing.assert_array_equal(big[rows], img)
+    assert not big[np.setdiff1d(np.arange(len(big)), rows)].any()
 
 
 # ------------------------------------------------------------------------------------- TowerTransform

@@ -78,6 +78,9 @@ def run_demo(opts: DemoOptions) -> dict:
 
     common = dict(sampler=opts.sampler, steps=opts.steps, seed=opts.seed, device=opts.device)
     SampleOptions(n=opts.sample_n, pt=opts.sample_pt, **common).validate()  # before the work, not at stage 4
+    from e2econd.diffusion.formulations import VPred
+
+    VPred().check_sampler(opts.sampler)  # the demo trains the default objective: one of its samplers
     work = Path(opts.workdir)
     work.mkdir(parents=True, exist_ok=True)
     preset_name = default_preset(opts.device) if opts.preset == "auto" else opts.preset

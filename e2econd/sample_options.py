@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from e2econd.errors import E2EInputError
 
 # every sampler of some objective (which ones a run offers depends on its objective: e2econd.diffusion.formulations)
-ALL_SAMPLERS = ("ddpm", "ddim", "dpmpp2m", "euler", "heun", "midpoint")
+ALL_SAMPLERS = ("ddpm", "ddim", "dpmpp2m", "euler", "heun", "midpoint", "consistency")
 
 
 @dataclass

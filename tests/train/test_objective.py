@@ -98,3 +98,11 @@ def test_bad_objective_values_in_a_config_file_name_the_key(tmp_path, toy_data):
     res = CliRunner().invoke(main, ["train", str(toy_data), "--out", str(tmp_path / "r"), "--config", str(bad)])
     assert res.exit_code == 2 and "objective.balance" in res.output and "channel" in res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_the_sampler_names_are_those_of_the_formulations():
+    from e2econd.diffusion.formulations import FORMULATIONS, ConsistencyStudent
+    from e2econd.sample_options import ALL_SAMPLERS
+
+    names = {s for f in FORMULATIONS.values() for s in f.samplers} | set(ConsistencyStudent.samplers)
+    assert set(ALL_SAMPLERS) == names and len(ALL_SAMPLERS) == len(names)

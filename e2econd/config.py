@@ -389,8 +389,10 @@ def _validate_objective(ob: ObjectiveConfig, err) -> None:
             err(f"objective.{key}", f"must be a{' positive' if positive else ''} finite number, got {val}")
     if not math.isfinite(ob.logit_m):
         err("objective.logit_m", f"must be a finite number, got {ob.logit_m}")
-    if ob.student not in ("", "consistency"):
-        err("objective.student", f"unknown student method {ob.student!r} (choose from consistency)")
+    from e2econd.diffusion.formulations.consistency import STUDENT_METHODS  # torch-light; kept local
+
+    if ob.student not in ("", *STUDENT_METHODS):
+        err("objective.student", f"unknown student method {ob.student!r} (choose from {', '.join(STUDENT_METHODS)})")
     if ob.student and not 1 <= ob.student_steps <= ob.student_levels:
         err("objective.student_steps", f"need 1 <= steps {ob.student_steps} <= levels {ob.student_levels}")
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from e2econd.config import Config, from_dict, validate
-from e2econd.diffusion.formulations import ConsistencyStudent, Formulation, per_hit
+from e2econd.diffusion.formulations import STUDENT_METHODS, ConsistencyStudent, Formulation, per_hit
 from e2econd.errors import E2EInputError
 from e2econd.rundir import checkpoint_path, last_checkpoint, load_checkpoint
 from e2econd.train import _Trainer, run_trainer
@@ -52,10 +52,14 @@ class DistillOptions:
     lr: float | None = None  # default: the teacher's peak lr / 5 (the student starts from the teacher)
     batch_size: int | None = None
     seed: int | None = None
+    threads: int | None = None  # CPU torch threads (default: the teacher's train.threads)
 
     def validate(self) -> DistillOptions:
-        if self.method != "consistency":
-            raise E2EInputError(f"unknown distillation method '{self.method}' (choose from consistency)", key="method")
+        if self.method not in STUDENT_METHODS:
+            choices = ", ".join(STUDENT_METHODS)
+            raise E2EInputError(f"unknown distillation method '{self.method}' (choose from {choices})", key="method")
+        if self.threads is not None and self.threads < 1:
+            raise E2EInputError(f"--threads {self.threads}: must be >= 1", key="threads")
         if not 1 <= self.steps <= self.levels:
             raise E2EInputError(f"--steps {self.steps}: need 1 <= steps <= --levels ({self.levels})", key="steps")
         if self.max_steps is not None and self.max_steps < 1:
@@ -76,6 +80,8 @@ def student_config(teacher: Config, opts: DistillOptions) -> Config:
         tr.batch_size = int(opts.batch_size)
     if opts.seed is not None:
         tr.seed = int(opts.seed)
+    if opts.threads is not None:
+        tr.threads = int(opts.threads)
     return validate(cfg)
 
 

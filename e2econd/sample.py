@@ -256,7 +256,10 @@ class Generator:
         ``on_batch(n_jets)`` is called after every model batch (progress)."""
         opts, run = self.opts, self.run
         n = pt.size
-        images = np.zeros((n, 3, 125, 125), np.float32)
+        # zeroed by a sequential pass: the decoders' first writes into fresh pages are scattered (jets in
+        # size order), which costs ~50x a sequential first touch on Linux (1.6 s against 0.03 s per 512 jets)
+        images = np.empty((n, 3, 125, 125), np.float32)
+        images.fill(0.0)
         if n == 0:
             return images
         gen = torch.Generator(device="cpu").manual_seed(_seed(opts.seed, self.rank, chunk_index, 0))

@@ -7,6 +7,7 @@ import json
 import click
 
 from e2econd.cli._options import progress_option
+from e2econd.diffusion.formulations.consistency import STUDENT_METHODS
 
 
 @click.command()
@@ -17,7 +18,7 @@ from e2econd.cli._options import progress_option
 )
 @click.option(
     "--method",
-    type=click.Choice(["consistency"]),
+    type=click.Choice(list(STUDENT_METHODS)),
     default="consistency",
     show_default=True,
     help="consistency: consistency distillation (Song et al. 2023; CaloClouds II, PC-Droid).",
@@ -35,6 +36,7 @@ from e2econd.cli._options import progress_option
     default=None,
     help="The teacher's hit directory (default: the one its checkpoint records).",
 )
+@click.option("--threads", type=int, default=None, help="CPU threads (default: the teacher's train.threads).")
 @click.option("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available).")
 @click.option(
     "--resume",
@@ -54,6 +56,7 @@ def distill(
     batch_size,
     seed,
     data_dir,
+    threads,
     device,
     resume,
     progress,
@@ -69,7 +72,7 @@ def distill(
 
     if not resume and run_dir is None:
         raise E2EInputError("give the teacher's RUN_DIR (or --resume --out STUDENT_DIR)", key="run_dir")
-    opts = DistillOptions(steps, method, levels, max_steps, time_limit, lr, batch_size, seed)
+    opts = DistillOptions(steps, method, levels, max_steps, time_limit, lr, batch_size, seed, threads)
     summary = run(run_dir, out_dir, opts, data_dir=data_dir, resume=resume, device=device, progress=progress)
     if summary.get("rank", 0) == 0:
         click.echo(json.dumps(summary, indent=2, default=str))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from e2econd.data.geometry import CENTRE, HCAL, IMAGE_SIZE, N_TOWERS, PIXEL, TOWER
+from e2econd.data.jagged import Jagged, offsets_from_counts
 
 _NPIX = IMAGE_SIZE * IMAGE_SIZE
 #: Δ (η or φ) of pixel index i, float32, and of a tower whose first pixel is i (centre i+2)
@@ -54,7 +55,7 @@ class HitSet:
 
 
 @dataclass
-class FlatHits:
+class FlatHits(Jagged):
     """Hits of one channel for many jets: flat arrays, jet ``i`` owns ``[offsets[i], offsets[i+1])``.
     Field dtypes as in :class:`HitSet`.
 
@@ -74,19 +75,6 @@ class FlatHits:
         if self.dropped is None:
             self.dropped = np.zeros(len(self.offsets) - 1, np.float64)
 
-    @property
-    def n_jets(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def counts(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    @property
-    def jet(self) -> np.ndarray:
-        """Jet index of every hit."""
-        return np.repeat(np.arange(self.n_jets), self.counts)
-
     def sums(self) -> np.ndarray:
         """Energy sum per jet (float64, GeV)."""
         return np.bincount(self.jet, weights=self.e.astype(np.float64), minlength=self.n_jets)
@@ -105,15 +93,13 @@ class FlatHits:
             self.deta[mask],
             self.dphi[mask],
             self.e[mask],
-            _offsets(counts),
+            offsets_from_counts(counts),
             self.dropped,
         )
 
     def take_jets(self, jets: np.ndarray) -> FlatHits:
         """Sub-batch of jets (in the given order)."""
-        jets = np.asarray(jets, dtype=np.int64)
-        counts = self.counts[jets]
-        gather = _segment_gather(self.offsets[jets], counts)
+        gather, offsets = self._jet_rows(jets)
         return FlatHits(
             self.ieta[gather],
             self.iphi[gather],
@@ -121,8 +107,8 @@ class FlatHits:
             self.deta[gather],
             self.dphi[gather],
             self.e[gather],
-            _offsets(counts),
-            self.dropped[jets],
+            offsets,
+            self.dropped[np.asarray(jets, dtype=np.int64)],
         )
 
     @classmethod
@@ -140,7 +126,7 @@ class FlatHits:
             cat("deta", np.float32),
             cat("dphi", np.float32),
             np.concatenate([h.e for h in hitsets]) if hitsets else np.zeros(0, np.float32),
-            _offsets(counts),
+            offsets_from_counts(counts),
         )
 
 
@@ -161,22 +147,6 @@ class BatchHits:
 
     def hitsets(self, i: int) -> list[HitSet]:
         return [ch.hitset(i) for ch in self.channels]
-
-
-def _offsets(counts: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
-def _segment_gather(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Indices ``concat(arange(s, s+c) for s, c)`` without a Python loop."""
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    out_start = np.cumsum(counts) - counts
-    return np.repeat(np.asarray(starts, np.int64) - out_start, counts) + np.arange(total, dtype=np.int64)
 
 
 def _keep_mask(x: np.ndarray, threshold: float, negatives: str) -> np.ndarray:
@@ -265,7 +235,7 @@ def images_to_hits(
             deta.astype(np.float32),
             dphi.astype(np.float32),
             e,
-            _offsets(counts),
+            offsets_from_counts(counts),
         )
         if max_hits is not None:
             fh = _truncate(fh, int(max_hits))

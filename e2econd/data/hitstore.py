@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from e2econd.data.geometry import CHANNELS
-from e2econd.data.hits import BatchHits, FlatHits, HitSet, _offsets, _segment_gather
+from e2econd.data.hits import BatchHits, FlatHits, HitSet
+from e2econd.data.jagged import offsets_from_counts, segment_gather
 from e2econd.errors import E2EInputError
 
 SPLITS = ("train", "val", "test")
@@ -111,7 +112,7 @@ def table_to_hits(table) -> tuple[dict, list[FlatHits]]:
                 vals["deta"].astype(np.float32, copy=False),
                 vals["dphi"].astype(np.float32, copy=False),
                 vals["e"],
-                _offsets(counts),
+                offsets_from_counts(counts),
                 jets[f"dropped_{c}"].astype(np.float64),
             )
         )
@@ -221,7 +222,7 @@ class HitStore:
         base = np.concatenate([[0], np.cumsum(totals)])
         self._base = base
         self._count = counts
-        self._start = [base[c] + _offsets(counts[c])[:-1] for c in range(len(CHANNELS))]
+        self._start = [base[c] + offsets_from_counts(counts[c])[:-1] for c in range(len(CHANNELS))]
 
         def cat(field_name, dtype):
             parts = [getattr(fh, field_name) for c in range(len(CHANNELS)) for fh in chan_parts[c]]
@@ -281,7 +282,7 @@ class HitStore:
         chans = [CHANNELS.index(c) for c in channels]
         starts = np.stack([self._start[c][idx] for c in chans], axis=1) if chans else np.zeros((idx.size, 0))
         counts = np.stack([self._count[c][idx] for c in chans], axis=1) if chans else np.zeros((idx.size, 0))
-        gather = _segment_gather(starts.reshape(-1), counts.reshape(-1))
+        gather = segment_gather(starts.reshape(-1), counts.reshape(-1))
         feats = np.empty((gather.size, 3), np.float32)
         feats[:, 0] = self.deta[gather]
         feats[:, 1] = self.dphi[gather]

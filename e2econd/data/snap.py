@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from e2econd.data.geometry import CENTRE, HCAL, IMAGE_SIZE, N_TOWERS, PIXEL, TOWER
-from e2econd.data.hits import _NPIX, DELTA_PIXEL, DELTA_TOWER, FlatHits, HitSet, _offsets
+from e2econd.data.hits import _NPIX, DELTA_PIXEL, DELTA_TOWER, FlatHits, HitSet
+from e2econd.data.jagged import offsets_from_counts
 
 
 def _snap_cells(channel: int, deta, dphi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -114,7 +115,9 @@ def snap_batch(channel: int, deta, dphi, e, offsets, collisions: str = "sum") ->
         size = np.ones(uniq.size, np.int8)
         de, dp = DELTA_PIXEL[uie], DELTA_PIXEL[uip]
     counts = np.bincount(ujet, minlength=n)
-    return FlatHits(uie.astype(np.int16), uip.astype(np.int16), size, de, dp, esum, _offsets(counts), dropped)
+    return FlatHits(
+        uie.astype(np.int16), uip.astype(np.int16), size, de, dp, esum, offsets_from_counts(counts), dropped
+    )
 
 
 def snap(channel: int, deta, dphi, e) -> HitSet:

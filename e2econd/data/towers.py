@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from e2econd.data.geometry import CHANNELS
+from e2econd.data.jagged import Jagged
 
 TOWER = 5  # pixels per tower side
 GRID = 25  # towers per image side
@@ -57,7 +58,7 @@ class TowerLayout:
 
 
 @dataclass
-class TowerTokens:
+class TowerTokens(Jagged):
     """Tokens of many jets, flat: jet i owns rows ``offsets[i]:offsets[i+1]`` (row-major tower order)."""
 
     pos: np.ndarray  # int16 (T, 2): (ti, tj)
@@ -65,24 +66,9 @@ class TowerTokens:
     offsets: np.ndarray  # int64 (n+1,)
     layout: TowerLayout
 
-    @property
-    def n_jets(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def counts(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    @property
-    def jet(self) -> np.ndarray:
-        return np.repeat(np.arange(self.n_jets), self.counts)
-
     def take_jets(self, idx) -> TowerTokens:
-        idx = np.asarray(idx, np.int64)
-        counts = self.counts[idx]
-        offsets = np.zeros(len(idx) + 1, np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        rows = np.repeat(self.offsets[idx] - offsets[:-1], counts) + np.arange(offsets[-1])
+        """Sub-batch of jets (in the given order)."""
+        rows, offsets = self._jet_rows(idx)
         return TowerTokens(self.pos[rows], self.cells[rows], offsets, self.layout)
 
 

@@ -60,7 +60,44 @@ class Block(nn.Module):
         return h
 
 
-class SetTransformer(nn.Module):
+class PackedTrunk(nn.Module):
+    """The blocks and output head shared by both families' denoisers over packed jets.
+
+    A subclass builds its token and conditioning embeddings, then calls :meth:`_init_trunk` (so the
+    parameters are created, and randomly initialised, in the same order as before the split), and runs
+    :meth:`_run_trunk` on its width-d tokens.
+    """
+
+    def _init_trunk(self, cfg: ModelConfig, n_out: int) -> None:
+        d, dc = cfg.width, cfg.cond_width
+        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, dc, cfg.dropout) for _ in range(cfg.blocks))
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(dc, 2 * d))
+        self.out = nn.Linear(d, n_out)
+        for lin in (self.ada_out[1], self.out):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    @staticmethod
+    def _jet_index(x, cu_seqlens, max_seqlen):
+        """(jet index of every packed row, max_seqlen) from ``cu_seqlens`` (B+1,)."""
+        B = cu_seqlens.numel() - 1
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+        if max_seqlen is None:
+            max_seqlen = int(lengths.max()) if B else 0
+        bidx = torch.repeat_interleave(torch.arange(B, device=x.device), lengths, output_size=x.shape[0])
+        return bidx, max_seqlen
+
+    def _run_trunk(self, h, c, bidx, cu_seqlens, max_seqlen, check):
+        """Tokens h (total, d), per-jet conditioning c (B, cond_width) -> head output (total, n_out) float32."""
+        cu = cu_seqlens.to(torch.int32)
+        for i, blk in enumerate(self.blocks):
+            h = blk(h, c, bidx, cu, max_seqlen, check=check and i == 0)
+        sh, sc = self.ada_out(c)[bidx].chunk(2, dim=-1)
+        return self.out(_modulate(self.norm_out(h), sh, sc)).float()
+
+
+class SetTransformer(PackedTrunk):
     """v-prediction denoiser; see the module docstring. ``forward`` takes padded jets, ``forward_packed`` packed."""
 
     def __init__(self, cfg: ModelConfig | None = None):
@@ -74,13 +111,7 @@ class SetTransformer(nn.Module):
         self.time = TimeEmbedding(dc, cfg.fourier_features)
         self.cond = ConditionEmbedding(dc, cfg.n_classes)
         self.counts = nn.Sequential(nn.Linear(N_CHANNELS, dc), nn.SiLU(), nn.Linear(dc, dc))
-        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, dc, cfg.dropout) for _ in range(cfg.blocks))
-        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(dc, 2 * d))
-        self.out = nn.Linear(d, 3)
-        for lin in (self.ada_out[1], self.out):
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+        self._init_trunk(cfg, 3)
 
     def conditioning(self, t, cond, drop_cond, counts):
         """Per-jet conditioning vector (B, cond_width): time + kinematics (or null tokens) + hit counts."""
@@ -94,21 +125,13 @@ class SetTransformer(nn.Module):
         reads no tensor value on the host: no device sync, static shapes (CUDA-graph capturable).
         ``check=True`` validates cu_seqlens / max_seqlen once (first block) in eager mode.
         """
-        B = cu_seqlens.numel() - 1
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-        if max_seqlen is None:
-            max_seqlen = int(lengths.max()) if B else 0
-        bidx = torch.repeat_interleave(torch.arange(B, device=x.device), lengths, output_size=x.shape[0])
+        bidx, max_seqlen = self._jet_index(x, cu_seqlens, max_seqlen)
         channel = channel.long()
-        counts = torch.zeros(B, N_CHANNELS, device=x.device)
+        counts = torch.zeros(cu_seqlens.numel() - 1, N_CHANNELS, device=x.device)
         counts.index_put_((bidx, channel), torch.ones_like(bidx, dtype=counts.dtype), accumulate=True)
         c = self.conditioning(t, cond, drop_cond, counts)
         h = self.inp(x.float()) + self.channel_emb(channel)
-        cu = cu_seqlens.to(torch.int32)
-        for i, blk in enumerate(self.blocks):
-            h = blk(h, c, bidx, cu, max_seqlen, check=check and i == 0)
-        sh, sc = self.ada_out(c)[bidx].chunk(2, dim=-1)
-        return self.out(_modulate(self.norm_out(h), sh, sc)).float()
+        return self._run_trunk(h, c, bidx, cu_seqlens, max_seqlen, check)
 
     def forward(self, x, channel, lengths, t, cond, drop_cond=None):
         """x (B, N, 3) padded (jet b = first lengths[b] rows), channel (B, N), lengths (B,), t (B,) -> v (B, N, 3).

@@ -20,17 +20,16 @@ still attends only to itself.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from e2econd.config import ModelConfig
 from e2econd.model.embeddings import ConditionEmbedding, TimeEmbedding
-from e2econd.model.set_transformer import Block, _modulate
+from e2econd.model.set_transformer import PackedTrunk
 
 RANKS = 128  # energy ranks with their own embedding (a top jet has ~110 occupied towers)
 
 
-class TowerTransformer(nn.Module):
+class TowerTransformer(PackedTrunk):
     """v-prediction denoiser over packed tower tokens; same call convention as ``SetTransformer.forward_packed``."""
 
     def __init__(self, cfg: ModelConfig, n_features: int, n_summary: int):
@@ -43,13 +42,7 @@ class TowerTransformer(nn.Module):
         self.time = TimeEmbedding(dc, cfg.fourier_features)
         self.cond = ConditionEmbedding(dc, cfg.n_classes)
         self.summary = nn.Sequential(nn.Linear(n_summary, dc), nn.SiLU(), nn.Linear(dc, dc))
-        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, dc, cfg.dropout) for _ in range(cfg.blocks))
-        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(dc, 2 * d))
-        self.out = nn.Linear(d, n_features)
-        for lin in (self.ada_out[1], self.out):
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+        self._init_trunk(cfg, n_features)
 
     def conditioning(self, t, cond, drop_cond):
         """(B, cond_width): time + kinematics (or null tokens) + stage-1 summary (``cond["summary"]``)."""
@@ -61,16 +54,7 @@ class TowerTransformer(nn.Module):
 
         ``max_seqlen`` given with ``check=False``: no host reads (CUDA-graph capturable), as for hits.
         """
-        B = cu_seqlens.numel() - 1
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-        if max_seqlen is None:
-            max_seqlen = int(lengths.max()) if B else 0
-        bidx = torch.repeat_interleave(torch.arange(B, device=x.device), lengths, output_size=x.shape[0])
+        bidx, max_seqlen = self._jet_index(x, cu_seqlens, max_seqlen)
         c = self.conditioning(t, cond, drop_cond)
-        rank = channel.long().clamp(0, RANKS - 1)
-        h = self.inp(x.float()) + self.rank(rank)
-        cu = cu_seqlens.to(torch.int32)
-        for i, blk in enumerate(self.blocks):
-            h = blk(h, c, bidx, cu, max_seqlen, check=check and i == 0)
-        sh, sc = self.ada_out(c)[bidx].chunk(2, dim=-1)
-        return self.out(_modulate(self.norm_out(h), sh, sc)).float()
+        h = self.inp(x.float()) + self.rank(channel.long().clamp(0, RANKS - 1))
+        return self._run_trunk(h, c, bidx, cu_seqlens, max_seqlen, check)

@@ -170,11 +170,14 @@ def test_distill_then_sample_through_the_cli(toy_run, tmp_path):
     """``distill RUN --steps 2 --out STUDENT`` writes an ordinary run; ``sample STUDENT`` needs no option."""
     student = tmp_path / "student"
     res = _cli(
-        "distill", toy_run[0], "--steps", 2, "--levels", 8, "--max-steps", 6, "--out", student, "--device", "cpu"
-    )
+        "distill", toy_run[0], "--steps", 2, "--levels", 8, "--max-steps", 6, "--out", student, "--device", "cpu",
+        "--threads", 1,
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     cfg = json.loads((student / "config.json").read_text())
     assert cfg["objective"]["student"] == "consistency" and cfg["objective"]["student_steps"] == 2
+    teacher_threads = json.loads((toy_run[0] / "config.json").read_text())["train"]["threads"]
+    assert cfg["train"]["threads"] == 1 != teacher_threads  # --threads overrides the teacher's
     ck = load_checkpoint(student / "checkpoints" / "last.pt")
     assert ck["teacher"]["run_dir"] == str(toy_run[0].resolve()) and ck["distill"]["method"] == "consistency"
     out = tmp_path / "gen.parquet"
@@ -187,6 +190,9 @@ def test_distill_then_sample_through_the_cli(toy_run, tmp_path):
     assert not (tmp_path / "x.parquet").exists()
     res = CliRunner().invoke(main, ["distill", str(student), "--out", str(tmp_path / "s2")])
     assert res.exit_code == 2 and "is itself a distilled student" in res.output
+    res = CliRunner().invoke(main, ["distill", str(toy_run[0]), "--threads", "0", "--out", str(tmp_path / "s3")])
+    assert res.exit_code == 2 and "--threads 0: must be >= 1" in res.output
+    assert not (tmp_path / "s3").exists()
 
 
 def test_distill_resume_is_bitwise_exact(toy_run, tmp_path):

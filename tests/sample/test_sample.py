@@ -229,3 +229,26 @@ def test_ranks_write_shards_and_manifest(tiny_run, tmp_path, monkeypatch):
     assert manifest["shards"] == [s.name for s in shards] and manifest["jets"] == 5
     # different ranks use different noise streams
     assert read_e2e(shards[0]).images[0].tobytes() != read_e2e(shards[1]).images[0].tobytes()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".h5"])
+def test_chunks_written_from_one_buffer_equal_chunks_generated_alone(tiny_run, tmp_path, suffix):
+    """``sample_to_file`` reuses one image buffer for every chunk: the file must hold exactly what each
+    chunk generated into its own fresh array gives (the writer may keep nothing of a chunk's buffer)."""
+    from e2econd.rundir import load_run
+    from e2econd.sample import Generator, SampleOptions, sample_to_file
+
+    run_dir, _ = tiny_run
+    opts = SampleOptions(n=7, pt=110.0, steps=2, seed=5, chunk_size=3, device="cpu")
+    out = tmp_path / f"gen{suffix}"
+    sample_to_file(run_dir, out, opts, progress=False)
+    got = read_e2e(out)
+    run = load_run(run_dir, torch.device("cpu"))
+    gen = Generator(run, opts)
+    want = [
+        gen.generate(got.pt[s : s + 3], got.m0[s : s + 3], got.y[s : s + 3].astype(np.int64), chunk_index=c)
+        for c, s in enumerate(range(0, 7, 3))
+    ]
+    assert [w.shape[0] for w in want] == [3, 3, 1]
+    np.testing.assert_array_equal(got.images, np.concatenate(want))
+    assert (got.images[:3] != got.images[3:6]).any()  # chunks differ, so a stale buffer would show

@@ -282,6 +282,12 @@ class Generator:
         keep = np.zeros(3, bool)
         keep[self.out_channels] = True
         images[:, ~keep] = 0.0
+        bad = np.flatnonzero(~np.isfinite(images.sum(axis=(1, 2, 3), dtype=np.float64)))  # NaN/inf propagate
+        if bad.size:  # the decoders clip energies, so this is a defect: never write it
+            raise NonFiniteError(
+                f"{bad.size} of {n} decoded jets of chunk {chunk_index} hold NaN/inf pixels (first: jet {bad[0]})",
+                path=self.run_dir,
+            )
         self.timing.jets += n
         return images
 

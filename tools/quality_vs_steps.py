@@ -19,9 +19,12 @@ from pathlib import Path
 METRICS = [
     ("auc_image", "image AUC"),
     ("auc_highlevel", "high-level AUC"),
+    ("auc_hits", "hit AUC"),
     ("w1_energy_tracks", "W1 E tracks"),
     ("w1_energy_ecal", "W1 E ECAL"),
     ("w1_energy_hcal", "W1 E HCAL"),
+    ("w1_core_energy_ecal", "W1 ECAL core"),
+    ("w1_mass", "W1 mass"),
 ]
 
 
@@ -80,7 +83,7 @@ def table(rows: list[dict]) -> str:
     fl = [f"{title} {floors[k]['floor']:.3g} ± {floors[k]['floor_error']:.2g}" for k, title in METRICS if k in floors]
     lines.append("")
     lines.append(f"Floors (real vs real, {rows[0]['n'] if rows else 0} jets per side): " + "; ".join(fl) + ".")
-    lines.append("W1 cells: value ± error in GeV (ratio to the floor).")
+    lines.append("W1 cells: value ± error in GeV, the ratio to the floor in brackets.")
     return "\n".join(lines) + "\n"
 
 
@@ -90,10 +93,14 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.6))
+    cols = (len(METRICS) + 1) // 2
+    fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 7.2))
+    axes = axes.reshape(-1)
     objectives = sorted({r["objective"] for r in rows})
     colours = dict(zip(objectives, ["C0", "C1", "C2", "C3", "C4"], strict=False))
-    for ax, (key, title) in zip(axes, METRICS, strict=True):
+    for ax in axes[len(METRICS) :]:
+        ax.axis("off")
+    for ax, (key, title) in zip(axes, METRICS, strict=False):
         auc = key.startswith("auc")
         for obj in objectives:
             pts = [r for r in rows if r["objective"] == obj and not r["ref"] and r["nfe"]]
@@ -112,8 +119,12 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_title(title if auc else f"{title} / floor")
         if auc:
             ax.axhline(0.5, color="grey", lw=0.8)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -17,6 +17,12 @@ TOWER: int = 5  # HCAL tower side in pixels
 N_TOWERS: int = IMAGE_SIZE // TOWER  # 25 towers per side
 HCAL: int = 2  # channel index of HCAL
 PIXELS_PER_IMAGE: int = 3 * IMAGE_SIZE * IMAGE_SIZE
+E_MAX: float = 13_600.0  # GeV, the LHC collision energy: decoders clip |E| of a cell or tower to it
+
+
+def asinh_limit(e0) -> np.ndarray:
+    """asinh(E_MAX / e0): the bound of an asinh(E/e0) feature, so that e0·sinh(u) never passes E_MAX."""
+    return np.arcsinh(E_MAX / np.asarray(e0, np.float64))
 
 
 def index_to_delta(index) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from e2econd.data.geometry import CHANNELS
+from e2econd.data.geometry import CHANNELS, asinh_limit
 from e2econd.data.jagged import Jagged
 
 TOWER = 5  # pixels per tower side
@@ -251,25 +251,33 @@ class TowerTransform:
         x = np.asarray(x, np.float64)
         k = self.layout.n_cells
         coords = x[:, :2] * self.pos_std + self.pos_mean
-        z = x[:, 2 + k : 2 + 2 * k] * self.sd[self._cell] + self.mu[self._cell]
-        cells = np.where(x[:, 2 : 2 + k] > 0, np.sinh(z) * self.e0[self._cell], 0.0)
+        cells = np.where(x[:, 2 : 2 + k] > 0, self._cell_energies(x), 0.0)
         return coords, cells
+
+    def _cell_energies(self, x) -> np.ndarray:
+        """Cell energies (T, n_cells) GeV of states x, |E| clipped to the collision energy ``E_MAX``."""
+        k, e0 = self.layout.n_cells, self.e0[self._cell]
+        z = x[:, 2 + k : 2 + 2 * k] * self.sd[self._cell] + self.mu[self._cell]
+        lim = asinh_limit(e0)
+        return np.sinh(np.clip(z, -lim, lim)) * e0
 
     def split(self, x):
         """(coords (T, 2) tower units, presence scores (T, n_cells), cell values (T, n_cells) GeV if present,
-        tower energies (T, len(sum_channels)) GeV or None, full ECAL readout (T,) bool or None)."""
+        tower energies (T, len(sum_channels)) GeV or None, full ECAL readout (T,) bool or None); energies
+        are clipped to ±``E_MAX``, the collision energy (a state far outside the data, e.g. from too few
+        sampler steps, must not overflow)."""
         if not isinstance(x, np.ndarray):
             x = x.detach().cpu().numpy()
         x = np.asarray(x, np.float64)
         k = self.layout.n_cells
-        z = x[:, 2 + k : 2 + 2 * k] * self.sd[self._cell] + self.mu[self._cell]
         sums = full = None
         if self.sums is not None:
             ns = len(self.sum_channels)
-            sums = np.sinh(x[:, 2 + 2 * k : 2 + 2 * k + ns] * self.sums[2] + self.sums[1]) * self.sums[0]
+            u, lim = x[:, 2 + 2 * k : 2 + 2 * k + ns] * self.sums[2] + self.sums[1], asinh_limit(self.sums[0])
+            sums = np.sinh(np.clip(u, -lim, lim)) * self.sums[0]
             full = x[:, 2 + 2 * k + ns] > 0 if self.readout else None
         coords = x[:, :2] * self.pos_std + self.pos_mean
-        return coords, x[:, 2 : 2 + k], np.sinh(z) * self.e0[self._cell], sums, full
+        return coords, x[:, 2 : 2 + k], self._cell_energies(x), sums, full
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k).tolist() for k in ("pos_mean", "pos_std", "e0", "mu", "sd")}

@@ -410,6 +410,31 @@ def test_transform_inverse_of_noise_zero_on_absent_cells(fitted):
     np.testing.assert_allclose(coords, x[:, :2].astype(np.float64) * std + tf.pos_mean, rtol=1e-12)
 
 
+def test_split_and_inverse_clip_energies_to_the_collision_energy(fixture_images):
+    """States far outside the data decode to cell and tower energies within ±E_MAX (no overflow to inf);
+    states in range decode exactly as without the bound."""
+    from e2econd.data.geometry import E_MAX
+
+    tok = images_to_tokens(fixture_images, TowerLayout.of(NAMES))
+    tf = TowerTransform.fit(tok, sums=True)
+    k = tf.layout.n_cells
+    x = noisy_features(tf, 300, seed=9).astype(np.float64)
+    far = np.zeros(x.shape, bool)
+    far[:50, 2 + k :] = True  # every value and tower-energy feature of 50 tokens
+    x[far] = np.where(np.arange(far.sum()) % 2, 1e4, -1e4)
+    coords, score, values, sums, full = tf.split(x)
+    _, cells = tf.inverse(x)
+    for e in (values, sums, cells):
+        assert np.isfinite(e).all() and np.abs(e).max() <= E_MAX * (1 + 1e-12)
+    assert np.allclose(np.abs(values[:50]), E_MAX, rtol=1e-12) and np.allclose(np.abs(sums[:50]), E_MAX, rtol=1e-12)
+    cell = tf._cell
+    want = np.sinh(x[50:, 2 + k : 2 + 2 * k] * tf.sd[cell] + tf.mu[cell]) * tf.e0[cell]
+    np.testing.assert_array_equal(values[50:], want)
+    ns = len(tf.sum_channels)
+    want = np.sinh(x[50:, 2 + 2 * k : 2 + 2 * k + ns] * tf.sums[2] + tf.sums[1]) * tf.sums[0]
+    np.testing.assert_array_equal(sums[50:], want)
+
+
 def test_transform_inverse_numpy_and_torch_agree(fitted):
     _, tf = fitted
     x = noisy_features(tf, 200, seed=6)

@@ -145,3 +145,22 @@ def test_fitter_statistics_and_merge_independent_of_chunking():
     np.testing.assert_allclose(cz.mean(0), 0, atol=1e-9)
     np.testing.assert_allclose(cz.std(0), 1, rtol=1e-9)
     assert one.fit["n_jets"] == 500 and one.fit["n_hits"]["ecal"] == 3000
+
+
+def test_inverse_clips_generated_energies_to_the_collision_energy():
+    """A sampled state far outside the data (too few steps) must decode to |E| <= E_MAX, not inf; states
+    in range decode exactly as the closed form e0 sinh(z scale + shift)."""
+    from e2econd.data.geometry import E_MAX
+
+    t = some_transform()
+    ch = np.array([0, 1, 2, 1, 0, 2])
+    z = np.zeros((6, 3))
+    z[:, 2] = [1e4, -1e4, 500.0, 0.3, -0.7, 1.1]
+    for back in (t.inverse(z, ch), t.inverse(torch.from_numpy(z), torch.from_numpy(ch)).numpy()):
+        assert np.isfinite(back).all()
+        np.testing.assert_allclose(back[:3, 2], [E_MAX, -E_MAX, E_MAX], rtol=1e-6)
+        want = t.e0[ch[3:]] * np.sinh(z[3:, 2] * t.scale[ch[3:], 2] + t.shift[ch[3:], 2])
+        np.testing.assert_allclose(back[3:, 2], want, rtol=1e-12)
+    # float32 states of the sampler: the same bound, no overflow to inf
+    back = t.inverse(z.astype(np.float32), ch)
+    assert back.dtype == np.float32 and np.isfinite(back).all() and np.abs(back[:, 2]).max() <= E_MAX * (1 + 1e-6)

@@ -252,3 +252,24 @@ def test_chunks_written_from_one_buffer_equal_chunks_generated_alone(tiny_run, t
     assert [w.shape[0] for w in want] == [3, 3, 1]
     np.testing.assert_array_equal(got.images, np.concatenate(want))
     assert (got.images[:3] != got.images[3:6]).any()  # chunks differ, so a stale buffer would show
+
+
+def test_non_finite_decoded_jets_are_refused_and_nothing_is_written(tiny_run, tmp_path, monkeypatch):
+    """A decoder defect that leaves NaN in an image must stop the run with NonFiniteError naming the chunk;
+    the output file must not appear (the writer's temporary file is removed)."""
+    from e2econd.errors import NonFiniteError
+    from e2econd.families.hits import HitFamily
+    from e2econd.sample import SampleOptions, sample_to_file
+
+    real = HitFamily.generate_batch
+
+    def broken(self, g, idx, *args):
+        real(self, g, idx, *args)
+        images = args[3]
+        images[idx[0], 1, 62, 62] = np.nan
+
+    monkeypatch.setattr(HitFamily, "generate_batch", broken)
+    out = tmp_path / "gen.parquet"
+    with pytest.raises(NonFiniteError, match=r"1 of 5 decoded jets of chunk 0 hold NaN/inf"):
+        sample_to_file(tiny_run[0], out, SampleOptions(n=5, pt=120.0, steps=2, device="cpu"), progress=False)
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -183,8 +183,13 @@ class TowerTransform:
     pattern), so the decoder can read whole towers together.
     """
 
-    def __init__(self, layout: TowerLayout, pos_mean, pos_std, e0, mu, sd, sums=None, readout: bool = False):
+    def __init__(
+        self, layout: TowerLayout, pos_mean, pos_std, e0, mu, sd, sums=None, readout: bool = False, floor=None
+    ):
         self.layout = layout
+        # per layout channel, GeV (<= 0): the most negative training cell; generated cells are kept above it
+        # (negative cells are ECAL noise, a few hundred MeV). None (runs fitted before it): no floor.
+        self.floor = None if floor is None else np.minimum(np.asarray(floor, np.float64), 0.0)
         self.sum_channels = [c for c in layout.channels if c != "hcal"] if sums is not None else []
         self.sums = None if sums is None else np.asarray(sums, np.float64).reshape(3, len(self.sum_channels))
         self.readout = bool(readout) and "ecal" in self.sum_channels  # the ECAL full-readout bit (last feature)
@@ -199,10 +204,11 @@ class TowerTransform:
         pos = tokens.pos.astype(np.float64)
         pm = pos.mean(0) if len(pos) else np.full(2, 12.0)
         ps = pos.std(0) if len(pos) > 1 else np.full(2, 5.0)
-        e0, mu, sd = [], [], []
+        e0, mu, sd, floor = [], [], [], []
         for c in lay.channels:
             v = tokens.cells[:, lay.slots(c)]
             nz = v[v != 0]
+            floor.append(float(min(nz.min(), 0.0)) if nz.size else 0.0)
             e = float(np.median(np.abs(nz))) if nz.size else 1.0
             z = np.arcsinh(nz / e) if nz.size else np.zeros(1)
             e0.append(e)
@@ -217,7 +223,7 @@ class TowerTransform:
                 fitted[0, j] = float(np.median(np.abs(nz))) if nz.size else 1.0
                 z = np.arcsinh(s / fitted[0, j])
                 fitted[1, j], fitted[2, j] = float(z.mean()), float(max(z.std(), 1e-3))
-        return cls(lay, pm, np.maximum(ps, 1e-3), e0, mu, sd, fitted, readout=sums)
+        return cls(lay, pm, np.maximum(ps, 1e-3), e0, mu, sd, fitted, readout=sums, floor=floor)
 
     @property
     def n_features(self) -> int:
@@ -259,13 +265,14 @@ class TowerTransform:
         k, e0 = self.layout.n_cells, self.e0[self._cell]
         z = x[:, 2 + k : 2 + 2 * k] * self.sd[self._cell] + self.mu[self._cell]
         lim = asinh_limit(e0)
-        return np.sinh(np.clip(z, -lim, lim)) * e0
+        e = np.sinh(np.clip(z, -lim, lim)) * e0
+        return e if self.floor is None else np.maximum(e, self.floor[self._cell])
 
     def split(self, x):
         """(coords (T, 2) tower units, presence scores (T, n_cells), cell values (T, n_cells) GeV if present,
         tower energies (T, len(sum_channels)) GeV or None, full ECAL readout (T,) bool or None); energies
         are clipped to ±``E_MAX``, the collision energy (a state far outside the data, e.g. from too few
-        sampler steps, must not overflow)."""
+        sampler steps, must not overflow), and cells from below to the fitted ``floor``."""
         if not isinstance(x, np.ndarray):
             x = x.detach().cpu().numpy()
         x = np.asarray(x, np.float64)
@@ -283,12 +290,14 @@ class TowerTransform:
         d = {k: getattr(self, k).tolist() for k in ("pos_mean", "pos_std", "e0", "mu", "sd")}
         if self.sums is not None:
             d["sums"], d["readout"] = self.sums.tolist(), self.readout
+        if self.floor is not None:
+            d["floor"] = self.floor.tolist()
         return {"channels": list(self.layout.channels), **d}
 
     @classmethod
     def from_dict(cls, d: dict) -> TowerTransform:
         args = (d["pos_mean"], d["pos_std"], d["e0"], d["mu"], d["sd"], d.get("sums"), d.get("readout", False))
-        return cls(TowerLayout.of(d["channels"]), *args)
+        return cls(TowerLayout.of(d["channels"]), *args, floor=d.get("floor"))
 
 
 def top_k_presence(score: np.ndarray, offsets: np.ndarray, k: np.ndarray) -> np.ndarray:

@@ -251,9 +251,11 @@ def decode_tokens(
     the summary's count (so the occupancy is stage 1's, the places the diffusion's); ``"sign"``: every cell
     with a positive presence bit. ``sums`` (T, len(tf.sum_channels)): the generated tower energies; each
     tower's cells of such a channel are scaled to it first (when both are > 0), then the jet's channel to
-    the summary's sum (``rescale``). ``rank`` (T,): the energy rank the network generated each token for;
-    towers are assigned in rank order (else by decoded energy). ``full`` (T,) bool: tokens whose ECAL
-    trigger tower is read out whole (all 25 crystals kept; the count presence fills the rest of n_ecal).
+    the summary's sum (``rescale``); neither scaling is applied where the negative cells hold more than a
+    third of the positive energy (a near-zero sum would blow the cells up). ``rank`` (T,): the energy
+    rank the network generated each token for; towers are assigned in rank order (else by decoded
+    energy). ``full`` (T,) bool: tokens whose ECAL trigger tower is read out whole (all 25 crystals
+    kept; the count presence fills the rest of n_ecal).
     With ``sums``, a tower holds tracks / ECAL cells only if its generated tower energy of that channel
     exceeds e0_c / 10 (a tenth of the channel's median cell energy).
     """
@@ -279,12 +281,12 @@ def decode_tokens(
             v[v < 0] = 0.0
         if sums is not None and c in tf.sum_channels:
             have, want = v.sum(1), sums[:, tf.sum_channels.index(c)]
-            ok = (have > 0) & (want > 0)
+            ok = (have > 0) & (want > 0) & (2 * have >= np.abs(v).sum(1))  # P >= 3N: no scaling of a cancelling sum
             v *= np.where(ok, want / np.where(ok, have, 1.0), 1.0)[:, None]
         if rescale:
             have = np.bincount(jet, v.sum(1), minlength=n)
             want = summary[:, names.index(f"e_{c}")]
-            ok = (have > 0) & (want > 0)
+            ok = (have > 0) & (want > 0) & (2 * have >= np.bincount(jet, np.abs(v).sum(1), minlength=n))
             scale = np.where(ok, want / np.where(ok, have, 1.0), 1.0)
             v *= scale[jet][:, None]
         cells[:, sl] = v

@@ -402,7 +402,7 @@ def test_transform_inverse_of_noise_zero_on_absent_cells(fitted):
     for ci, c in enumerate(lay.channels):
         s = lay.slots(c)
         v = x[:, 2 + k :][:, s].astype(np.float64)
-        want = tf.e0[ci] * np.sinh(v * tf.sd[ci] + tf.mu[ci])
+        want = np.maximum(tf.e0[ci] * np.sinh(v * tf.sd[ci] + tf.mu[ci]), tf.floor[ci])  # above the fitted floor
         p = ~absent[:, s]
         assert p.sum() > 100
         np.testing.assert_allclose(cells[:, s][p], want[p], rtol=1e-12, atol=0, err_msg=c)
@@ -426,13 +426,35 @@ def test_split_and_inverse_clip_energies_to_the_collision_energy(fixture_images)
     _, cells = tf.inverse(x)
     for e in (values, sums, cells):
         assert np.isfinite(e).all() and np.abs(e).max() <= E_MAX * (1 + 1e-12)
-    assert np.allclose(np.abs(values[:50]), E_MAX, rtol=1e-12) and np.allclose(np.abs(sums[:50]), E_MAX, rtol=1e-12)
+    assert np.allclose(np.abs(sums[:50]), E_MAX, rtol=1e-12)
+    big = x[:50, 2 + k : 2 + 2 * k] > 0  # values beyond the collision energy clip to it, below the floor to it
+    np.testing.assert_allclose(values[:50][big], E_MAX, rtol=1e-12)
+    np.testing.assert_array_equal(values[:50][~big], np.broadcast_to(tf.floor[tf._cell], (50, k))[~big])
     cell = tf._cell
-    want = np.sinh(x[50:, 2 + k : 2 + 2 * k] * tf.sd[cell] + tf.mu[cell]) * tf.e0[cell]
+    want = np.maximum(np.sinh(x[50:, 2 + k : 2 + 2 * k] * tf.sd[cell] + tf.mu[cell]) * tf.e0[cell], tf.floor[cell])
     np.testing.assert_array_equal(values[50:], want)
     ns = len(tf.sum_channels)
     want = np.sinh(x[50:, 2 + 2 * k : 2 + 2 * k + ns] * tf.sums[2] + tf.sums[1]) * tf.sums[0]
     np.testing.assert_array_equal(sums[50:], want)
+
+
+def test_floor_is_the_most_negative_training_cell_and_old_transforms_have_none(fixture_images):
+    tok = images_to_tokens(fixture_images, TowerLayout.of(NAMES))
+    tf = TowerTransform.fit(tok)
+    for ci, c in enumerate(tf.layout.channels):
+        v = tok.cells[:, tf.layout.slots(c)]
+        assert tf.floor[ci] == min(v[v != 0].min(), 0.0), c
+    assert tf.floor[tf.layout.channels.index("ecal")] < 0 and tf.floor[tf.layout.channels.index("hcal")] == 0
+    old = tf.to_dict()
+    del old["floor"]  # a run fitted before the floor existed decodes as it did
+    tf_old = TowerTransform.from_dict(old)
+    assert tf_old.floor is None
+    x = noisy_features(tf, 300, seed=4).astype(np.float64)
+    k = tf.layout.n_cells
+    cell = tf._cell
+    want = np.sinh(x[:, 2 + k :] * tf.sd[cell] + tf.mu[cell]) * tf.e0[cell]  # within ±E_MAX here
+    np.testing.assert_array_equal(tf_old.split(x)[2], want)
+    assert (tf.split(x)[2] >= tf.floor[cell]).all() and (want < tf.floor[cell]).any()
 
 
 def test_transform_inverse_numpy_and_torch_agree(fitted):
@@ -455,7 +477,7 @@ def test_transform_json_round_trip_is_bitwise(fixture_images, channels):
     tf = TowerTransform.fit(tok)
     tf2 = TowerTransform.from_dict(json.loads(json.dumps(tf.to_dict())))
     assert tf2.layout == tf.layout and tf2.n_features == tf.n_features
-    for name in ("pos_mean", "pos_std", "e0", "mu", "sd"):
+    for name in ("pos_mean", "pos_std", "e0", "mu", "sd", "floor"):
         assert np.asarray(getattr(tf2, name)).tobytes() == np.asarray(getattr(tf, name)).tobytes(), name
     dq = np.random.default_rng(2).uniform(-0.5, 0.5, (len(tok.pos), 2))
     assert tf2.forward(tok.pos, tok.cells, dq).tobytes() == tf.forward(tok.pos, tok.cells, dq).tobytes()

@@ -224,3 +224,26 @@ def test_decode_reads_whole_ecal_towers():
     top = np.argsort(-rest.ravel(), kind="stable")[:10]
     want = set(values[:, sl].ravel()[top].tolist()) | set(values[full][:, sl].ravel().tolist())
     assert set(tok.cells[:, sl][ecal].tolist()) == want
+
+
+def test_decode_does_not_blow_up_a_cancelling_tower_sum():
+    """A tower whose negative ECAL cells nearly cancel its positive ones is not scaled to its generated
+    tower energy (the ratio would blow the cells up); a well-conditioned tower is, exactly."""
+    offsets = np.array([0, 2])
+    sums_fit = [[1.0, 0.1], [0.0, 0.0], [1.0, 1.0]]  # (e0, mu, sd) of the tracks and ECAL tower energies
+    tf = TowerTransform(ALL, [12, 12], [5, 5], [1.0, 0.1, 2.0], [0, 0, 0], [1, 1, 1], sums=sums_fit)
+    coords = np.array([[10.0, 10.0], [14.0, 14.0]])
+    sl = ALL.slots("ecal")
+    score, values = np.full((2, 51), -1.0), np.zeros((2, 51))
+    two = slice(sl.start, sl.start + 2)  # the first two ECAL crystals of each tower
+    score[:, two] = 1.0
+    values[0, two] = [1000.0, -999.9]  # sum 0.1: the negatives cancel more than a third
+    values[1, two] = [3.0, 1.0]  # sum 4, no negatives
+    sums = np.array([[0.0, 50.0], [0.0, 8.0]])  # generated tower energies (tracks, ECAL), GeV
+    names = summary_names(ALL)
+    summ = np.zeros((1, len(names)))
+    summ[0, names.index("n_towers")] = 2
+    tok = decode_tokens(coords, score, values, offsets, summ, tf, rescale=False, presence="sign", sums=sums)
+    ecal = tok.cells[:, sl]
+    np.testing.assert_array_equal(ecal[:, :2], [[1000.0, -999.9], [6.0, 2.0]])
+    assert not ecal[:, 2:].any() and not tok.cells[:, ALL.slots("tracks")].any()

@@ -188,6 +188,9 @@ def _towers(cfg: Config) -> Config:
     cfg.model.family = "towers"
     cfg.data.channels = list(CHANNELS)
     cfg.multiplicity.steps = 2000
+    # the formulation study (docs/STUDY.md, issue 17): at equal steps the channel balance of the cell groups
+    # gives the tower model's best jet cores, tau21 and hit classifier; the hit family keeps "none" (unmeasured)
+    cfg.objective.balance = "channel"
     tr = cfg.train
     if cfg.preset == "cpu":
         cfg.model.width, cfg.model.blocks, cfg.model.heads, cfg.model.cond_width = 64, 4, 4, 64

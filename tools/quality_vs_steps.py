@@ -93,14 +93,15 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = (len(METRICS) + 1) // 2
+    metrics = [m for m in METRICS if any(m[0] in r["headline"] for r in rows)]  # those the compares ran
+    cols = (len(metrics) + 1) // 2
     fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 7.2))
     axes = axes.reshape(-1)
     objectives = sorted({r["objective"] for r in rows})
     colours = dict(zip(objectives, ["C0", "C1", "C2", "C3", "C4"], strict=False))
-    for ax in axes[len(METRICS) :]:
+    for ax in axes[len(metrics) :]:
         ax.axis("off")
-    for ax, (key, title) in zip(axes, METRICS, strict=False):
+    for ax, (key, title) in zip(axes, metrics, strict=False):
         auc = key.startswith("auc")
         for obj in objectives:
             pts = [r for r in rows if r["objective"] == obj and not r["ref"] and r["nfe"]]
@@ -119,6 +120,9 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_title(title if auc else f"{title} / floor")
         if auc:
             ax.axhline(0.5, color="grey", lw=0.8)
+        else:
+            ax.set_yscale("log")  # a diverging sampler sits orders of magnitude above the rest
+            ax.axhline(1.0, color="grey", lw=0.8)
     handles = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):

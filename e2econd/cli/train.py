@@ -54,7 +54,8 @@ from e2econd.cli._options import progress_option
     "balance",
     type=click.Choice(["none", "channel"]),
     default=None,
-    help="none: the family's own weights; channel: each channel of a jet carries an equal share of its loss.",
+    help="none: the family's own weights; channel: each channel of a jet carries an equal share of its loss. "
+    "Default: the preset's (hits: none; towers: channel).",
 )
 @click.option(
     "--noise-density",

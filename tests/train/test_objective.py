@@ -106,3 +106,15 @@ def test_the_sampler_names_are_those_of_the_formulations():
 
     names = {s for f in FORMULATIONS.values() for s in f.samplers} | set(ConsistencyStudent.samplers)
     assert set(ALL_SAMPLERS) == names and len(ALL_SAMPLERS) == len(names)
+
+
+def test_tower_presets_default_to_the_channel_balance_and_options_override_it():
+    """The formulation study's decision (docs/STUDY.md): tower runs balance the channels by default; hit
+    runs keep the unbalanced loss; ``--loss-balance`` (an override) wins over the preset."""
+    from e2econd.config import resolve_config
+
+    for name in ("cpu", "gpu"):
+        assert resolve_config(name, family="towers").objective.balance == "channel"
+        assert resolve_config(name, family="hits").objective.balance == "none"
+    cfg = resolve_config("cpu", family="towers", overrides={"objective.balance": "none"})
+    assert cfg.objective.balance == "none"

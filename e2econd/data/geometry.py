@@ -20,9 +20,12 @@ PIXELS_PER_IMAGE: int = 3 * IMAGE_SIZE * IMAGE_SIZE
 E_MAX: float = 13_600.0  # GeV, the LHC collision energy: decoders clip |E| of a cell or tower to it
 
 
-def asinh_limit(e0) -> np.ndarray:
-    """asinh(E_MAX / e0): the bound of an asinh(E/e0) feature, so that e0·sinh(u) never passes E_MAX."""
-    return np.arcsinh(E_MAX / np.asarray(e0, np.float64))
+def energy_from_asinh(u, e0) -> np.ndarray:
+    """E = e0·sinh(u) (GeV) of an asinh(E/e0) feature, |E| clipped to ``E_MAX`` (u clipped to
+    ±asinh(E_MAX/e0), so a state far outside the data cannot overflow)."""
+    e0 = np.asarray(e0, np.float64)
+    lim = np.arcsinh(E_MAX / e0)
+    return np.sinh(np.clip(u, -lim, lim)) * e0
 
 
 def index_to_delta(index) -> np.ndarray:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from e2econd.data.geometry import CHANNELS, asinh_limit
+from e2econd.data.geometry import CHANNELS, energy_from_asinh
 from e2econd.data.jagged import Jagged
 
 TOWER = 5  # pixels per tower side
@@ -262,10 +262,8 @@ class TowerTransform:
 
     def _cell_energies(self, x) -> np.ndarray:
         """Cell energies (T, n_cells) GeV of states x, |E| clipped to the collision energy ``E_MAX``."""
-        k, e0 = self.layout.n_cells, self.e0[self._cell]
-        z = x[:, 2 + k : 2 + 2 * k] * self.sd[self._cell] + self.mu[self._cell]
-        lim = asinh_limit(e0)
-        e = np.sinh(np.clip(z, -lim, lim)) * e0
+        k = self.layout.n_cells
+        e = energy_from_asinh(x[:, 2 + k : 2 + 2 * k] * self.sd[self._cell] + self.mu[self._cell], self.e0[self._cell])
         return e if self.floor is None else np.maximum(e, self.floor[self._cell])
 
     def split(self, x):
@@ -280,8 +278,7 @@ class TowerTransform:
         sums = full = None
         if self.sums is not None:
             ns = len(self.sum_channels)
-            u, lim = x[:, 2 + 2 * k : 2 + 2 * k + ns] * self.sums[2] + self.sums[1], asinh_limit(self.sums[0])
-            sums = np.sinh(np.clip(u, -lim, lim)) * self.sums[0]
+            sums = energy_from_asinh(x[:, 2 + 2 * k : 2 + 2 * k + ns] * self.sums[2] + self.sums[1], self.sums[0])
             full = x[:, 2 + 2 * k + ns] > 0 if self.readout else None
         coords = x[:, :2] * self.pos_std + self.pos_mean
         return coords, x[:, 2 : 2 + k], self._cell_energies(x), sums, full

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from e2econd.data.geometry import CHANNELS, E_MAX, asinh_limit
+from e2econd.data.geometry import CHANNELS, E_MAX, energy_from_asinh
 
 FORMAT_VERSION = 1
 M0_OFFSET = 1.0  # GeV, added to m0 before the log
@@ -142,14 +142,13 @@ class FeatureTransform:
             shift, scale, e0 = self._params_torch(z)
             ch = torch.as_tensor(channel, device=z.device, dtype=torch.long)
             u = z * scale[ch] + shift[ch]
-            lim = torch.asinh(E_MAX / e0[ch]).unsqueeze(-1)
-            e = torch.sinh(torch.minimum(torch.maximum(u[..., 2:3], -lim), lim)) * e0[ch].unsqueeze(-1)
+            lim = torch.asinh(E_MAX / e0[ch]).unsqueeze(-1)  # as geometry.energy_from_asinh, in torch
+            e = torch.sinh(torch.clamp(u[..., 2:3], -lim, lim)) * e0[ch].unsqueeze(-1)
             return torch.cat([u[..., :2], e], dim=-1)
         z = np.asarray(z)
         ch = np.asarray(channel, np.int64)
         u = z.astype(np.float64) * self.scale[ch] + self.shift[ch]
-        lim = asinh_limit(self.e0[ch])
-        u[..., 2] = np.sinh(np.clip(u[..., 2], -lim, lim)) * self.e0[ch]
+        u[..., 2] = energy_from_asinh(u[..., 2], self.e0[ch])
         return u.astype(z.dtype if np.issubdtype(z.dtype, np.floating) else np.float64, copy=False)
 
     def to_dict(self) -> dict:

@@ -9,8 +9,9 @@ energy with a rank embedding, conditioned on the summary and the kinematics; the
 feature group equally and each token by its share of the jet's energy (:func:`token_weights`).
 Decoding (:func:`decode_tokens`): whole ECAL towers where the readout bit says so, then per jet and
 channel the summary's number of cells with the highest presence scores (``SampleOptions.presence``;
-tracks and HCAL cells must be > 0); each tower scaled to its generated tower energy and each channel to
-the summary's energy sum (``SampleOptions.rescale``); tokens placed on distinct towers by a greedy
+tracks and HCAL cells must be > 0); each tower's positive cells scaled so that it holds its generated
+tower energy, and each channel's so that the jet holds the summary's energy sum (``SampleOptions.rescale``;
+negative ECAL cells are noise and keep their values); tokens placed on distinct towers by a greedy
 nearest-free-tower assignment in rank order (:func:`~e2econd.data.towers.assign_towers`); the producer's
 crop applied where the summary says so (hottest HCAL tower at the centre).
 """
@@ -232,6 +233,19 @@ class TowerFamily:
         g.timing.extra["decode_s"] = g.timing.extra.get("decode_s", 0.0) + time.perf_counter() - t0
 
 
+def scale_positive(v: np.ndarray, want: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
+    """Cells ``v`` (T, k) GeV with their positive cells scaled so that each row (or, with ``group`` (T,),
+    each group of rows) sums to ``want`` GeV, negative cells unchanged: factor (want − N) / P for
+    positive sum P and negative sum N. Rows (groups) with P = 0 or want ≤ 0 are left as they are."""
+    pos = np.where(v > 0, v, 0.0).sum(1)
+    neg = v.sum(1) - pos
+    if group is not None:
+        pos, neg = (np.bincount(group, x, minlength=len(want)) for x in (pos, neg))
+    ok = (pos > 0) & (want > 0)
+    f = np.where(ok, (want - neg) / np.where(ok, pos, 1.0), 1.0)
+    return np.where(v > 0, v * (f if group is None else f[group])[:, None], v)
+
+
 def decode_tokens(
     coords,
     score,
@@ -250,9 +264,10 @@ def decode_tokens(
     ``presence="count"``: per jet and channel the n_c cells with the highest presence scores are kept, n_c
     the summary's count (so the occupancy is stage 1's, the places the diffusion's); ``"sign"``: every cell
     with a positive presence bit. ``sums`` (T, len(tf.sum_channels)): the generated tower energies; each
-    tower's cells of such a channel are scaled to it first (when both are > 0), then the jet's channel to
-    the summary's sum (``rescale``); neither scaling is applied where the negative cells hold more than a
-    third of the positive energy (a near-zero sum would blow the cells up). ``rank`` (T,): the energy
+    tower of such a channel is brought to it first (when both are > 0), then the jet's channel to the
+    summary's sum (``rescale``), both by scaling only the positive cells (:func:`scale_positive`): the
+    negative ECAL cells are noise, which neither scaling amplifies, so they stay above the fitted
+    ``tf.floor`` and a cancelling sum cannot blow the cells up. ``rank`` (T,): the energy
     rank the network generated each token for; towers are assigned in rank order (else by decoded
     energy). ``full`` (T,) bool: tokens whose ECAL trigger tower is read out whole (all 25 crystals
     kept; the count presence fills the rest of n_ecal).
@@ -280,15 +295,9 @@ def decode_tokens(
         if c != "ecal":  # tracks and HCAL carry no negative values
             v[v < 0] = 0.0
         if sums is not None and c in tf.sum_channels:
-            have, want = v.sum(1), sums[:, tf.sum_channels.index(c)]
-            ok = (have > 0) & (want > 0) & (2 * have >= np.abs(v).sum(1))  # P >= 3N: no scaling of a cancelling sum
-            v *= np.where(ok, want / np.where(ok, have, 1.0), 1.0)[:, None]
+            v = scale_positive(v, sums[:, tf.sum_channels.index(c)])
         if rescale:
-            have = np.bincount(jet, v.sum(1), minlength=n)
-            want = summary[:, names.index(f"e_{c}")]
-            ok = (have > 0) & (want > 0) & (2 * have >= np.bincount(jet, np.abs(v).sum(1), minlength=n))
-            scale = np.where(ok, want / np.where(ok, have, 1.0), 1.0)
-            v *= scale[jet][:, None]
+            v = scale_positive(v, summary[:, names.index(f"e_{c}")], jet)
         cells[:, sl] = v
     keep = (cells != 0).any(1)  # a token with no present cell leaves its tower empty
     priority = -np.asarray(rank, np.float64) if rank is not None else np.abs(cells).sum(1)

@@ -20,7 +20,7 @@ from e2econd.data.towers import (
     summary_names,
     top_k_presence,
 )
-from e2econd.families.towers import SummaryNorm, decode_tokens, feature_weights
+from e2econd.families.towers import SummaryNorm, decode_tokens, feature_weights, scale_positive
 from e2econd.rundir import load_checkpoint, load_run
 from e2econd.sample import Generator, SampleOptions, sample_to_file
 from e2econd.train import train
@@ -226,9 +226,10 @@ def test_decode_reads_whole_ecal_towers():
     assert set(tok.cells[:, sl][ecal].tolist()) == want
 
 
-def test_decode_does_not_blow_up_a_cancelling_tower_sum():
-    """A tower whose negative ECAL cells nearly cancel its positive ones is not scaled to its generated
-    tower energy (the ratio would blow the cells up); a well-conditioned tower is, exactly."""
+def test_decode_scales_signal_not_noise_of_a_cancelling_tower():
+    """A tower is brought to its generated tower energy by scaling its positive cells only: negative ECAL
+    cells are noise and keep their values, so a tower whose noise nearly cancels its signal is not blown
+    up, and a tower without noise is scaled exactly."""
     offsets = np.array([0, 2])
     sums_fit = [[1.0, 0.1], [0.0, 0.0], [1.0, 1.0]]  # (e0, mu, sd) of the tracks and ECAL tower energies
     tf = TowerTransform(ALL, [12, 12], [5, 5], [1.0, 0.1, 2.0], [0, 0, 0], [1, 1, 1], sums=sums_fit)
@@ -237,7 +238,7 @@ def test_decode_does_not_blow_up_a_cancelling_tower_sum():
     score, values = np.full((2, 51), -1.0), np.zeros((2, 51))
     two = slice(sl.start, sl.start + 2)  # the first two ECAL crystals of each tower
     score[:, two] = 1.0
-    values[0, two] = [1000.0, -999.9]  # sum 0.1: the negatives cancel more than a third
+    values[0, two] = [1000.0, -999.9]  # sum 0.1: a plain ratio 50 / 0.1 would make 5·10^5 GeV of it
     values[1, two] = [3.0, 1.0]  # sum 4, no negatives
     sums = np.array([[0.0, 50.0], [0.0, 8.0]])  # generated tower energies (tracks, ECAL), GeV
     names = summary_names(ALL)
@@ -245,5 +246,54 @@ def test_decode_does_not_blow_up_a_cancelling_tower_sum():
     summ[0, names.index("n_towers")] = 2
     tok = decode_tokens(coords, score, values, offsets, summ, tf, rescale=False, presence="sign", sums=sums)
     ecal = tok.cells[:, sl]
-    np.testing.assert_array_equal(ecal[:, :2], [[1000.0, -999.9], [6.0, 2.0]])
+    np.testing.assert_allclose(ecal[:, :2], [[1049.9, -999.9], [6.0, 2.0]], rtol=1e-12)
+    np.testing.assert_allclose(ecal.sum(1), [50.0, 8.0], rtol=1e-12)
     assert not ecal[:, 2:].any() and not tok.cells[:, ALL.slots("tracks")].any()
+
+
+def test_scale_positive_against_a_loop():
+    """Rows and groups of rows reach their wanted sums through their positive cells alone."""
+    rng = np.random.default_rng(5)
+    v = rng.normal(1.0, 2.0, (40, 6))
+    v[3] = -np.abs(v[3])  # no positive cell: left alone
+    for g in (None, np.sort(rng.integers(0, 7, 40))):
+        n = 40 if g is None else 7
+        w = rng.uniform(1, 30, n)
+        w[2] = 0.0  # nothing wanted: left alone
+        got = scale_positive(v, w, g)
+        ref = v.copy()
+        for i in range(n):
+            rows = [i] if g is None else np.flatnonzero(g == i)
+            x = v[rows]
+            p, n = x[x > 0].sum(), x[x < 0].sum()
+            if p > 0 and w[i] > 0:
+                ref[rows] = np.where(x > 0, x * (w[i] - n) / p, x)
+                np.testing.assert_allclose(got[rows].sum(), w[i], rtol=1e-12)
+        np.testing.assert_allclose(got, ref, rtol=1e-12)
+        np.testing.assert_array_equal(got[v <= 0], v[v <= 0])
+
+
+def test_decoded_ecal_noise_stays_above_the_floor_through_the_scalings():
+    """With a fitted floor, no decoded ECAL crystal is below it, however hard the tower and jet energy
+    scalings pull (here ×10 and more)."""
+    rng = np.random.default_rng(2)
+    counts = np.array([8, 12])
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    T = offsets[-1]
+    sums_fit = [[1.0, 0.1], [0.0, 0.0], [1.0, 1.0]]
+    tf = TowerTransform(
+        ALL, [12, 12], [5, 5], [1.0, 0.1, 2.0], [0, 0, 0], [1, 1, 1], sums=sums_fit, floor=[0.0, -0.25, 0.0]
+    )
+    coords = rng.uniform(5, 19, (T, 2))
+    score = rng.normal(size=(T, 51))
+    values = np.maximum(rng.normal(0.5, 1.0, (T, 51)), -0.25)  # noise down to the floor
+    sums = rng.uniform(5, 50, (T, 2))
+    names = summary_names(ALL)
+    summ = np.zeros((2, len(names)))
+    summ[:, names.index("n_towers")] = counts
+    for c, e in (("tracks", 80.0), ("ecal", 3000.0), ("hcal", 40.0)):
+        summ[:, names.index(f"e_{c}")] = e
+    tok = decode_tokens(coords, score, values, offsets, summ, tf, rescale=True, presence="sign", sums=sums)
+    ecal = tok.cells[:, ALL.slots("ecal")]
+    assert (ecal < 0).any() and ecal.min() >= -0.25
+    np.testing.assert_allclose(jet_summary(tok)[:, names.index("e_ecal")], 3000.0, rtol=1e-9)

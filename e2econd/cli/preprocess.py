@@ -49,7 +49,7 @@ from e2econd.cli._options import progress_option
     default="0.8,0.1,0.1",
     show_default=True,
     metavar="FRACTIONS",
-    help="train,val,test fractions. Deterministic: hash of (file sha256, row, --seed).",
+    help="train,val,test fractions. Deterministic: hash of (the file's jet kinematics, row, --seed).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the train/val/test split.")
 @click.option(

@@ -135,6 +135,16 @@ class _ParquetReader:
         y = _scalar_numpy(batch.column("y"), self.path, "y", start).astype(np.float32)
         return E2EChunk(images, pt, m0, y, start)
 
+    def scalars(self) -> dict[str, np.ndarray]:
+        """The whole file's ``pt``, ``m0``, ``y`` columns (float64), validated; the images are not read."""
+        import pyarrow as pa
+
+        try:
+            table = self.file.read(columns=list(SCALAR_KEYS), use_threads=False)
+        except (pa.ArrowException, OSError) as exc:
+            raise E2EInputError(f"corrupt Parquet data ({_short(exc)})", path=self.path) from None
+        return {k: _scalar_numpy(table.column(k).combine_chunks(), self.path, k, 0) for k in SCALAR_KEYS}
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.file.close()
@@ -201,6 +211,14 @@ class _HDF5Reader:
             y = _scalar_numpy(scal["y"], self.path, "y", s).astype(np.float32)
             yield E2EChunk(images, pt, m0, y, s)
             s = e
+
+    def scalars(self) -> dict[str, np.ndarray]:
+        """The whole file's ``pt``, ``m0``, ``y`` datasets (float64), validated; the images are not read."""
+        try:
+            raw = {k: self._scalar(k, 0, self.n) for k in SCALAR_KEYS}
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise E2EInputError(f"corrupt HDF5 data ({_short(exc)})", path=self.path) from None
+        return {k: _scalar_numpy(v, self.path, k, 0) for k, v in raw.items()}
 
     def _scalar(self, key: str, s: int, e: int) -> np.ndarray:
         ds = self.file[key]

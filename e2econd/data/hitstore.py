@@ -2,7 +2,7 @@
 
 Layout::
 
-    DATA_DIR/manifest.json      inputs (path, size, sha256), options, counts, split seed, versions
+    DATA_DIR/manifest.json      inputs (path, size, sha256, split_key), options, counts, split seed, versions
     DATA_DIR/transforms.json    fitted on the train split only
     DATA_DIR/{train,val,test}.parquet
 

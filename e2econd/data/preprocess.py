@@ -8,8 +8,11 @@ process appends them to ``{train,val,test}.parquet`` in input order. Memory stay
 (a few chunks in flight), whatever the input size, and the output is identical for any
 ``workers``.
 
-Split: ``u = splitmix64(seed, sha256(file)[:16], row) / 2**64``; train if ``u < f_train``, val if
-``u < f_train + f_val``, else test. It depends only on the file's content, the row and the seed.
+Split: ``u = splitmix64(seed, key[:16], row) / 2**64``; train if ``u < f_train``, val if
+``u < f_train + f_val``, else test, where ``key`` (:func:`jets_key`) is the sha256 of the file's jet
+kinematics (``pt``, ``m0``, ``y`` as float32). It depends only on the jets, the row and the seed: not on the
+file's name, format, compression or metadata (so the same jets written as Parquet or HDF5, by another
+version or under another name, split the same way).
 
 Transforms (:mod:`e2econd.data.transforms`) are fitted on the train split's real hits: pass 1
 while writing, pass 2 (asinh-energy moments) re-reads the train file's energy columns.
@@ -58,9 +61,9 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def split_uniform(sha256_hex: str, rows: np.ndarray, seed: int) -> np.ndarray:
-    """Uniform [0,1) number per jet from (file hash, row, seed): stable whatever the chunking."""
-    key = np.uint64(int(sha256_hex[:16], 16))
+def split_uniform(key_hex: str, rows: np.ndarray, seed: int) -> np.ndarray:
+    """Uniform [0,1) number per jet from (file key, row, seed): stable whatever the chunking."""
+    key = np.uint64(int(key_hex[:16], 16))
     s = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
     h = _splitmix64(np.array([key ^ s], np.uint64))[0]
     with np.errstate(over="ignore"):
@@ -68,9 +71,9 @@ def split_uniform(sha256_hex: str, rows: np.ndarray, seed: int) -> np.ndarray:
     return (u >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def assign_split(sha256_hex: str, rows: np.ndarray, seed: int, fractions: Sequence[float]) -> np.ndarray:
-    """0 (train), 1 (val) or 2 (test) per row."""
-    u = split_uniform(sha256_hex, rows, seed)
+def assign_split(key_hex: str, rows: np.ndarray, seed: int, fractions: Sequence[float]) -> np.ndarray:
+    """0 (train), 1 (val) or 2 (test) per row; ``key_hex`` from :func:`jets_key`."""
+    u = split_uniform(key_hex, rows, seed)
     f0, f1 = float(fractions[0]), float(fractions[0]) + float(fractions[1])
     return np.where(u < f0, 0, np.where(u < f1, 1, 2)).astype(np.int8)
 
@@ -98,12 +101,23 @@ def sha256_file(path: Path, block: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def jets_key(pt: np.ndarray, m0: np.ndarray, y: np.ndarray) -> str:
+    """sha256 (hex) of a file's jets as the split sees them: their number and ``pt`` (GeV), ``m0`` (GeV)
+    and ``y`` rounded to float32 (the precision of either format's columns), little-endian."""
+    h = hashlib.sha256(b"e2econd-split-key-v2")
+    h.update(np.int64(len(pt)).tobytes())
+    for col in (pt, m0, y):
+        h.update(np.ascontiguousarray(col, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class InputInfo:
     path: Path
     format: str
     size: int
-    sha256: str
+    sha256: str  # of the file's bytes (provenance)
+    split_key: str  # jets_key of its kinematics (the split's key)
     n_jets: int
     boundaries: np.ndarray  # row indices where tasks may start (row groups / HDF5 chunks), ends with n
 
@@ -114,16 +128,18 @@ class InputInfo:
             "format": self.format,
             "size": self.size,
             "sha256": self.sha256,
+            "split_key": self.split_key,
             "n_jets": self.n_jets,
         }
 
 
 def inspect_input(path: str | os.PathLike) -> InputInfo:
-    """Validate an input (format, columns, image shape) and describe it; hashes its bytes."""
+    """Validate an input (format, columns, image shape) and describe it; hashes its bytes and its jets."""
     path = Path(path).resolve()
     reader = open_e2e(path)
     try:
         n = int(reader.n)
+        key = jets_key(**reader.scalars()) if n else ""
         if reader.format == "parquet":
             bounds = np.asarray(reader.group_start, np.int64)
         else:
@@ -133,7 +149,7 @@ def inspect_input(path: str | os.PathLike) -> InputInfo:
         reader.close()
     if n == 0:
         raise E2EInputError("empty file: contains no jets", path=path)
-    return InputInfo(path, reader.format, path.stat().st_size, sha256_file(path), n, bounds)
+    return InputInfo(path, reader.format, path.stat().st_size, sha256_file(path), key, n, bounds)
 
 
 def plan_tasks(info: InputInfo, chunk_size: int) -> list[tuple[int, int]]:
@@ -231,7 +247,7 @@ def run_task(task: dict) -> dict:
             "y": chunk.y,
         }
         table = hits_to_table(jets, batch, schema)
-        split = assign_split(task["sha256"], rows, opts["seed"], opts["split"])
+        split = assign_split(task["split_key"], rows, opts["seed"], opts["split"])
         for s, name in enumerate(SPLITS):
             sel = np.flatnonzero(split == s)
             stats["splits"][name] += int(sel.size)
@@ -316,7 +332,7 @@ def _make_tasks(infos, options: dict, chunk_size: int) -> tuple[list[dict], int]
                 {
                     "path": str(info.path),
                     "source": k,
-                    "sha256": info.sha256,
+                    "split_key": info.split_key,
                     "jet_id_base": base,
                     "start": start,
                     "stop": stop,
@@ -428,7 +444,8 @@ def preprocess(
             "e2econd": __version__,
             "inputs": [i.record() for i in infos],
             "options": options,
-            "split_rule": "splitmix64(seed, sha256(file)[:16], row) / 2**64 vs cumulative fractions",
+            "split_rule": "splitmix64(seed, split_key[:16], row) / 2**64 vs cumulative fractions; "
+            "split_key = sha256(b'e2econd-split-key-v2', int64 n, float32 LE pt, m0, y)",
             "counts": stats,
             "files": {s: f"{s}.parquet" for s in SPLITS},
             "provenance": provenance(config),

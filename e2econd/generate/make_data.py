@@ -244,8 +244,8 @@ def make_data(
     import contextlib
 
     with contextlib.ExitStack() as stack:
-        # deterministic: no creation time in the metadata, so the same command writes the same bytes and
-        # `preprocess`, whose train/val/test split is keyed on the file's sha256, splits it the same way
+        # deterministic: no creation time in the metadata, so the same command writes the same bytes
+        # (`preprocess` keys its split on the jets themselves, so it would split them the same way anyway)
         writers = [stack.enter_context(E2EWriter(p, format=f, config=config, deterministic=True)) for p, f in outputs]
         events, cpu_s = _run_units(tasks, writers, int(workers), bar)
     bar.close()

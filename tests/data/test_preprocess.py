@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from e2econd.cli import main
 from e2econd.data.e2e_io import E2EWriter, read_e2e
 from e2econd.data.hitstore import HitStore
-from e2econd.data.preprocess import assign_split, preprocess
+from e2econd.data.preprocess import assign_split, jets_key, preprocess
 from e2econd.errors import E2EInputError
 
 
@@ -153,6 +153,45 @@ def test_split_rule_is_stable_and_seeded():
     assert not np.array_equal(a, assign_split("ab" * 32, rows, 1, (0.8, 0.1, 0.1)))
     assert not np.array_equal(a, assign_split("cd" * 32, rows, 0, (0.8, 0.1, 0.1)))
     assert set(assign_split("ab" * 32, rows, 0, (1.0, 0.0, 0.0)).tolist()) == {0}
+
+
+def _row_splits(out: Path) -> dict[int, str]:
+    return {int(r): s for s in ("train", "val", "test") for r in pq.read_table(out / f"{s}.parquet")["row"].to_pylist()}
+
+
+def test_split_follows_the_jets_not_the_file_bytes(tmp_path):
+    """The same jets written under another name, format, compression and provenance split the same way
+    (the key is the jets' kinematics); one changed pt changes the key and the split."""
+    x, pt, m0, y = jets(200, 5)
+    files = {
+        "a.parquet": dict(config={"argv": ["make-data", "--out", "a.parquet"]}),
+        "b.h5": dict(config={"argv": ["somewhere/else", "b.h5"], "note": "other version"}),
+        "c.parquet": dict(config=None, compression=None),
+    }
+    for name, kw in files.items():
+        with E2EWriter(tmp_path / name, **kw) as w:
+            w.write(x, pt, m0, y)
+    pt2 = pt.copy()
+    pt2[17] += 1.0
+    with E2EWriter(tmp_path / "d.parquet") as w:
+        w.write(x, pt2, m0, y)
+    got, keys = {}, {}
+    for name in [*files, "d.parquet"]:
+        out = tmp_path / f"hits_{name}"
+        preprocess([tmp_path / name], out, split=(0.5, 0.25, 0.25), seed=3, progress=False)
+        got[name] = _row_splits(out)
+        keys[name] = json.loads((out / "manifest.json").read_text())["inputs"][0]["split_key"]
+    assert len({(tmp_path / n).read_bytes() for n in files}) == 3  # the bytes differ ...
+    assert got["a.parquet"] == got["b.h5"] == got["c.parquet"]  # ... the split does not
+    assert sorted(got["a.parquet"]) == list(range(200))
+    # closed form of the documented key: sha256(tag, int64 n, float32 LE pt, m0, y)
+    import hashlib
+
+    ref = hashlib.sha256(b"e2econd-split-key-v2" + np.int64(200).tobytes())
+    for col in (pt, m0, y):
+        ref.update(col.astype("<f4").tobytes())
+    assert keys["a.parquet"] == keys["b.h5"] == ref.hexdigest() == jets_key(pt, m0, y)
+    assert keys["d.parquet"] != keys["a.parquet"] and got["d.parquet"] != got["a.parquet"]
 
 
 def test_cli_options_threshold_negatives_max_hits(tmp_path):

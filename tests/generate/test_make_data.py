@@ -36,8 +36,7 @@ def test_deterministic_both_formats_and_seed_dependence(tmp_path):
     np.testing.assert_array_equal(ia, ib)
     np.testing.assert_array_equal(pa, pb)
     np.testing.assert_array_equal(ma, mb)
-    # the same command again writes byte-identical files (so preprocess, keyed on the file's sha256,
-    # assigns the same train/val/test split)
+    # the same command again writes byte-identical files
     r = [tmp_path / "r.parquet", tmp_path / "r.h5"]
     make_data("top", 8, 11, r, unit_size=4, progress=False)
     for x, y in zip(a, r):

@@ -8,11 +8,7 @@ process appends them to ``{train,val,test}.parquet`` in input order. Memory stay
 (a few chunks in flight), whatever the input size, and the output is identical for any
 ``workers``.
 
-Split: ``u = splitmix64(seed, key[:16], row) / 2**64``; train if ``u < f_train``, val if
-``u < f_train + f_val``, else test, where ``key`` (:func:`jets_key`) is the sha256 of the file's jet
-kinematics (``pt``, ``m0``, ``y`` as float32). It depends only on the jets, the row and the seed: not on the
-file's name, format, compression or metadata (so the same jets written as Parquet or HDF5, by another
-version or under another name, split the same way).
+Split: :mod:`e2econd.data.split` (keyed on the jets' kinematics, the row and ``--seed``).
 
 Transforms (:mod:`e2econd.data.transforms`) are fitted on the train split's real hits: pass 1
 while writing, pass 2 (asinh-energy moments) re-reads the train file's energy columns.
@@ -37,6 +33,7 @@ from e2econd.data.e2e_read import open_e2e
 from e2econd.data.geometry import CHANNELS
 from e2econd.data.hits import NEGATIVES, images_to_hits
 from e2econd.data.hitstore import SPLITS, hit_schema, hits_to_table
+from e2econd.data.split import assign_split, jets_key, parse_split
 from e2econd.data.transforms import TransformFitter
 from e2econd.errors import E2EInputError
 from e2econd.utils import atomic_dir, bar_disabled, provenance, provenance_json, write_json_atomic
@@ -49,47 +46,6 @@ READ_BATCH = 64  # jets decoded at once inside a task: Arrow needs ~1-2 MB per j
 
 
 # --------------------------------------------------------------------------------------------
-# deterministic split
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.uint64)
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
-def split_uniform(key_hex: str, rows: np.ndarray, seed: int) -> np.ndarray:
-    """Uniform [0,1) number per jet from (file key, row, seed): stable whatever the chunking."""
-    key = np.uint64(int(key_hex[:16], 16))
-    s = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
-    h = _splitmix64(np.array([key ^ s], np.uint64))[0]
-    with np.errstate(over="ignore"):
-        u = _splitmix64(np.asarray(rows, np.uint64) + h)
-    return (u >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def assign_split(key_hex: str, rows: np.ndarray, seed: int, fractions: Sequence[float]) -> np.ndarray:
-    """0 (train), 1 (val) or 2 (test) per row; ``key_hex`` from :func:`jets_key`."""
-    u = split_uniform(key_hex, rows, seed)
-    f0, f1 = float(fractions[0]), float(fractions[0]) + float(fractions[1])
-    return np.where(u < f0, 0, np.where(u < f1, 1, 2)).astype(np.int8)
-
-
-def parse_split(text: str | Sequence[float]) -> tuple[float, float, float]:
-    """'0.8,0.1,0.1' -> (0.8, 0.1, 0.1); three non-negative fractions summing to 1."""
-    try:
-        vals = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
-    except ValueError:
-        raise E2EInputError(f"--split {text!r}: expected three numbers like 0.8,0.1,0.1") from None
-    if len(vals) != 3 or any(not np.isfinite(v) or v < 0 for v in vals) or abs(sum(vals) - 1.0) > 1e-6:
-        raise E2EInputError(f"--split {text!r}: need three fractions >= 0 for train,val,test summing to 1")
-    return tuple(vals)
-
-
-# --------------------------------------------------------------------------------------------
 # inputs and tasks
 
 
@@ -98,16 +54,6 @@ def sha256_file(path: Path, block: int = 1 << 22) -> str:
     with open(path, "rb") as fh:
         while chunk := fh.read(block):
             h.update(chunk)
-    return h.hexdigest()
-
-
-def jets_key(pt: np.ndarray, m0: np.ndarray, y: np.ndarray) -> str:
-    """sha256 (hex) of a file's jets as the split sees them: their number and ``pt`` (GeV), ``m0`` (GeV)
-    and ``y`` rounded to float32 (the precision of either format's columns), little-endian."""
-    h = hashlib.sha256(b"e2econd-split-key-v2")
-    h.update(np.int64(len(pt)).tobytes())
-    for col in (pt, m0, y):
-        h.update(np.ascontiguousarray(col, dtype="<f4").tobytes())
     return h.hexdigest()
 
 

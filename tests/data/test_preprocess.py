@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from e2econd.cli import main
 from e2econd.data.e2e_io import E2EWriter, read_e2e
 from e2econd.data.hitstore import HitStore
-from e2econd.data.preprocess import assign_split, jets_key, preprocess
+from e2econd.data.preprocess import preprocess
+from e2econd.data.split import assign_split, jets_key
 from e2econd.errors import E2EInputError
 
 

@@ -214,11 +214,14 @@ class _HDF5Reader:
 
     def scalars(self) -> dict[str, np.ndarray]:
         """The whole file's ``pt``, ``m0``, ``y`` datasets (float64), validated; the images are not read."""
-        try:
-            raw = {k: self._scalar(k, 0, self.n) for k in SCALAR_KEYS}
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise E2EInputError(f"corrupt HDF5 data ({_short(exc)})", path=self.path) from None
-        return {k: _scalar_numpy(v, self.path, k, 0) for k, v in raw.items()}
+        out = {}
+        for k in SCALAR_KEYS:
+            try:
+                raw = self._scalar(k, 0, self.n)
+            except (OSError, KeyError, ValueError, RuntimeError, IndexError) as exc:
+                raise E2EInputError(f"corrupt HDF5 data ({_short(exc)})", path=self.path, key=k) from None
+            out[k] = _scalar_numpy(raw, self.path, k, 0)
+        return out
 
     def _scalar(self, key: str, s: int, e: int) -> np.ndarray:
         ds = self.file[key]
@@ -233,7 +236,7 @@ class _HDF5Reader:
 
 def open_e2e(path: str | os.PathLike):
     """Open and validate an E2E file (format, columns, image type/shape); returns a reader with
-    ``.n`` (number of jets), ``.iter(chunk_size, start, stop)`` and ``.close()``."""
+    ``.n`` (number of jets), ``.iter(chunk_size, start, stop)``, ``.scalars()`` and ``.close()``."""
     path = Path(path)
     fmt = detect_format(path)
     reader = _ParquetReader(path) if fmt == "parquet" else _HDF5Reader(path)

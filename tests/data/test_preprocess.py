@@ -161,37 +161,44 @@ def _row_splits(out: Path) -> dict[int, str]:
 
 
 def test_split_follows_the_jets_not_the_file_bytes(tmp_path):
-    """The same jets written under another name, format, compression and provenance split the same way
-    (the key is the jets' kinematics); one changed pt changes the key and the split."""
+    """The same jets written under another name, format, row grouping, compression and provenance (and by
+    plain h5py with (N, 1) scalar columns) split the same way: the key is the jets' kinematics, and each
+    row's split is the documented rule's. One changed pt changes the key and the split."""
     x, pt, m0, y = jets(200, 5)
-    files = {
-        "a.parquet": dict(config={"argv": ["make-data", "--out", "a.parquet"]}),
+    writers = {
+        "a.parquet": dict(config={"argv": ["make-data", "--out", "a.parquet"]}, row_group_size=64),
         "b.h5": dict(config={"argv": ["somewhere/else", "b.h5"], "note": "other version"}),
         "c.parquet": dict(config=None, compression=None),
     }
-    for name, kw in files.items():
+    for name, kw in writers.items():
         with E2EWriter(tmp_path / name, **kw) as w:
             w.write(x, pt, m0, y)
+    with h5py.File(tmp_path / "e.h5", "w") as f:
+        f["X_jets"] = x.transpose(0, 2, 3, 1)
+        for k, v in (("pt", pt), ("m0", m0), ("y", y)):
+            f[k] = np.asarray(v, np.float32).reshape(-1, 1)
     pt2 = pt.copy()
     pt2[17] += 1.0
     with E2EWriter(tmp_path / "d.parquet") as w:
         w.write(x, pt2, m0, y)
+    same = [*writers, "e.h5"]
     got, keys = {}, {}
-    for name in [*files, "d.parquet"]:
+    for name in [*same, "d.parquet"]:
         out = tmp_path / f"hits_{name}"
         preprocess([tmp_path / name], out, split=(0.5, 0.25, 0.25), seed=3, progress=False)
         got[name] = _row_splits(out)
         keys[name] = json.loads((out / "manifest.json").read_text())["inputs"][0]["split_key"]
-    assert len({(tmp_path / n).read_bytes() for n in files}) == 3  # the bytes differ ...
-    assert got["a.parquet"] == got["b.h5"] == got["c.parquet"]  # ... the split does not
-    assert sorted(got["a.parquet"]) == list(range(200))
-    # closed form of the documented key: sha256(tag, int64 n, float32 LE pt, m0, y)
+    assert len({(tmp_path / n).read_bytes() for n in same}) == len(same)  # the bytes differ ...
+    assert all(got[n] == got["a.parquet"] for n in same)  # ... the split does not
+    # closed form of the documented key: sha256(tag, int64 n, float32 LE pt, m0, y), and the rule per row
     import hashlib
 
     ref = hashlib.sha256(b"e2econd-split-key-v2" + np.int64(200).tobytes())
     for col in (pt, m0, y):
         ref.update(col.astype("<f4").tobytes())
-    assert keys["a.parquet"] == keys["b.h5"] == ref.hexdigest() == jets_key(pt, m0, y)
+    assert all(keys[n] == ref.hexdigest() for n in same) and jets_key(pt, m0, y) == ref.hexdigest()
+    rule = assign_split(ref.hexdigest(), np.arange(200), 3, (0.5, 0.25, 0.25))
+    assert got["a.parquet"] == {r: ("train", "val", "test")[s] for r, s in enumerate(rule)}
     assert keys["d.parquet"] != keys["a.parquet"] and got["d.parquet"] != got["a.parquet"]
 
 
